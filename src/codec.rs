@@ -1,0 +1,704 @@
+//! The wire format, both directions, with no I/O: bytes → lines → commands, and events →
+//! bytes for each output dialect.
+//!
+//! - [`LineReader`] splits a byte stream into lines, enforcing the maximum line length
+//!   while reading, so a line without a newline never holds more than the cap.
+//! - [`TelnetFilter`] strips telnet IAC sequences and turns `\r\0` into a line end.
+//! - [`parse_frame`] and [`parse_text`] turn one line into a [`Command`].
+//! - [`Event`] is what the server says; [`Event::encode`] writes it as a frame
+//!   (`SAY:bob:hi\n`) or as text for people (`<bob> hi\r\n`), and [`Event::parse`]
+//!   reads a frame back (the client uses it).
+//!
+//! Partial input is a normal state, not an error. Errors are small `Copy` enums.
+
+use std::fmt;
+
+/// One complete line could not be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineError {
+    /// The line was longer than the maximum; it is discarded through its newline.
+    TooLong,
+}
+
+/// Splits a byte stream into lines. Holds only the unfinished tail of the stream (and
+/// nothing at all between lines, so an idle connection costs no buffer).
+#[derive(Debug, Default)]
+pub struct LineReader {
+    /// Bytes of a line whose newline has not arrived yet.
+    partial: Vec<u8>,
+    /// True while skipping the rest of an over-long line up to its newline.
+    discarding: bool,
+}
+
+impl LineReader {
+    /// Feeds `input` and calls `on_line` for each complete line (without `\n` and
+    /// without a `\r` right before it), or with `Err(TooLong)` once per over-long line,
+    /// as soon as it crosses `max` bytes. Lines of exactly `max` bytes are accepted.
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        max: usize,
+        mut on_line: impl FnMut(Result<&[u8], LineError>),
+    ) {
+        while !input.is_empty() {
+            let newline = input.iter().position(|&b| b == b'\n');
+            if self.discarding {
+                match newline {
+                    Some(i) => {
+                        self.discarding = false;
+                        input = &input[i + 1..];
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            match newline {
+                Some(i) => {
+                    let line = if self.partial.is_empty() {
+                        &input[..i]
+                    } else {
+                        self.partial.extend_from_slice(&input[..i]);
+                        &self.partial[..]
+                    };
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if line.len() > max {
+                        on_line(Err(LineError::TooLong));
+                    } else {
+                        on_line(Ok(line));
+                    }
+                    self.release();
+                    input = &input[i + 1..];
+                }
+                None => {
+                    // A line of `max` bytes may still be followed by its `\r\n`.
+                    if self.partial.len() + input.len() > max + 1 {
+                        on_line(Err(LineError::TooLong));
+                        self.release();
+                        self.discarding = true;
+                    } else {
+                        self.partial.extend_from_slice(input);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Bytes held for an unfinished line.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    fn release(&mut self) {
+        // Free rather than clear: between lines a connection should hold no buffer.
+        self.partial = Vec::new();
+    }
+}
+
+/// Telnet's "interpret as command" byte.
+const IAC: u8 = 255;
+const SB: u8 = 250;
+const SE: u8 = 240;
+const WILL: u8 = 251;
+const DONT: u8 = 254;
+
+/// Where the telnet filter is inside a command sequence; kept across reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum TelnetState {
+    #[default]
+    Data,
+    /// Saw `\r`: a following `\0` means a bare carriage return, i.e. a line end.
+    Cr,
+    /// Saw IAC.
+    Iac,
+    /// Saw IAC WILL/WONT/DO/DONT: one option byte follows.
+    Option,
+    /// Inside IAC SB … IAC SE.
+    Sub,
+    /// Saw IAC inside a subnegotiation.
+    SubIac,
+}
+
+/// Removes telnet negotiation from a byte stream in place and maps `\r\0` to a line end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TelnetFilter {
+    state: TelnetState,
+    /// Whether any IAC byte has been seen (marks the peer as a telnet client).
+    pub saw_iac: bool,
+}
+
+impl TelnetFilter {
+    /// Filters `buf` in place and returns the length of the filtered data.
+    pub fn filter(&mut self, buf: &mut [u8]) -> usize {
+        let mut out = 0;
+        for i in 0..buf.len() {
+            let b = buf[i];
+            let keep = match self.state {
+                TelnetState::Data | TelnetState::Cr => {
+                    let after_cr = self.state == TelnetState::Cr;
+                    self.state = TelnetState::Data;
+                    match b {
+                        IAC => {
+                            self.saw_iac = true;
+                            self.state = TelnetState::Iac;
+                            None
+                        }
+                        0 if after_cr => Some(b'\n'),
+                        b'\r' => {
+                            self.state = TelnetState::Cr;
+                            Some(b)
+                        }
+                        _ => Some(b),
+                    }
+                }
+                TelnetState::Iac => {
+                    self.state = match b {
+                        IAC => TelnetState::Data,
+                        WILL..=DONT => TelnetState::Option,
+                        SB => TelnetState::Sub,
+                        _ => TelnetState::Data,
+                    };
+                    // IAC IAC is a literal 255, which is never valid UTF-8: drop it too.
+                    None
+                }
+                TelnetState::Option => {
+                    self.state = TelnetState::Data;
+                    None
+                }
+                TelnetState::Sub => {
+                    if b == IAC {
+                        self.state = TelnetState::SubIac;
+                    }
+                    None
+                }
+                TelnetState::SubIac => {
+                    self.state = if b == SE {
+                        TelnetState::Data
+                    } else {
+                        TelnetState::Sub
+                    };
+                    None
+                }
+            };
+            if let Some(k) = keep {
+                buf[out] = k;
+                out += 1;
+            }
+        }
+        out
+    }
+}
+
+/// What a client asked for, from either dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Take or change one's name (`JOIN:alice`, `/nick alice`).
+    Nick(&'a str),
+    /// Move to a room; the string includes the leading `#`.
+    Join(&'a str),
+    /// Chat to one's room.
+    Say(&'a str),
+    /// Private message.
+    Msg {
+        /// Recipient's name.
+        to: &'a str,
+        /// Message text.
+        text: &'a str,
+    },
+    /// Leave gracefully with a reason.
+    Leave(&'a str),
+    /// List the members of one's room.
+    Who,
+    /// List the rooms.
+    Rooms,
+    /// Text-mode help.
+    Help,
+}
+
+/// Why a line is not a command. Its `Display` is the text of the `ERROR:` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError<'a> {
+    /// The line was empty.
+    Empty,
+    /// The line was not valid UTF-8.
+    InvalidUtf8,
+    /// The line holds a control character (other than tab).
+    ControlChar,
+    /// A frame whose verb we do not know.
+    UnknownVerb(&'a str),
+    /// A text-mode `/command` we do not know.
+    UnknownCommand(&'a str),
+    /// A command without its required argument.
+    Usage(&'static str),
+}
+
+impl fmt::Display for ParseError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Empty => f.write_str("empty line"),
+            ParseError::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            ParseError::ControlChar => f.write_str("control characters are not allowed"),
+            ParseError::UnknownVerb(v) => write!(
+                f,
+                "unknown command {v} (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)"
+            ),
+            ParseError::UnknownCommand(c) => write!(f, "unknown command /{c} (try /help)"),
+            ParseError::Usage(u) => write!(f, "usage: {u}"),
+        }
+    }
+}
+
+/// The verbs a protocol line may start with (followed by `:`).
+const VERBS: [&str; 6] = ["JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS"];
+
+/// Whether `line` starts like a protocol frame (`VERB:`); decides a connection's dialect
+/// from its first line.
+pub fn is_frame(line: &[u8]) -> bool {
+    VERBS
+        .iter()
+        .any(|v| line.len() > v.len() && line.starts_with(v.as_bytes()) && line[v.len()] == b':')
+}
+
+/// Checks that a line is non-empty UTF-8 without control characters.
+pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
+    if line.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
+    if text.chars().any(is_control) {
+        return Err(ParseError::ControlChar);
+    }
+    Ok(text)
+}
+
+/// C0, DEL and C1 control characters, except tab: nothing that moves a cursor or
+/// starts an escape sequence may reach another person's terminal.
+fn is_control(c: char) -> bool {
+    c != '\t' && c.is_control()
+}
+
+/// Parses one line of the frame dialect.
+pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
+    let line = check_text(line)?;
+    let (verb, rest) = line.split_once(':').unwrap_or((line, ""));
+    match verb {
+        "JOIN" if rest.starts_with('#') => Ok(Command::Join(rest)),
+        "JOIN" if rest.is_empty() => Err(ParseError::Usage("JOIN:<name> or JOIN:#<room>")),
+        "JOIN" => Ok(Command::Nick(rest)),
+        // The middle field names the sender in the tcp-chat lineage; the server ignores
+        // it and uses its own record. Without a second `:` the whole rest is the text.
+        "SAY" => Ok(Command::Say(rest.split_once(':').map_or(rest, |(_, t)| t))),
+        "MSG" => match rest.split_once(':') {
+            Some((to, text)) if !to.is_empty() => Ok(Command::Msg { to, text }),
+            _ => Err(ParseError::Usage("MSG:<name>:<text>")),
+        },
+        "LEAVE" => Ok(Command::Leave(rest)),
+        "WHO" => Ok(Command::Who),
+        "ROOMS" => Ok(Command::Rooms),
+        _ => Err(ParseError::UnknownVerb(verb)),
+    }
+}
+
+/// Parses one line of text mode: a `/command` or a chat message.
+pub fn parse_text(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
+    let line = check_text(line)?;
+    let Some(cmd) = line.strip_prefix('/') else {
+        return Ok(Command::Say(line));
+    };
+    let (name, arg) = cmd.split_once([' ', '\t']).unwrap_or((cmd, ""));
+    let arg = arg.trim();
+    match name {
+        "nick" | "name" if !arg.is_empty() => Ok(Command::Nick(arg)),
+        "nick" | "name" => Err(ParseError::Usage("/nick <name>")),
+        "join" if arg.starts_with('#') => Ok(Command::Join(arg)),
+        "join" => Err(ParseError::Usage("/join #<room>")),
+        "msg" => match arg.split_once([' ', '\t']) {
+            Some((to, text)) if !text.trim().is_empty() => Ok(Command::Msg {
+                to,
+                text: text.trim_start(),
+            }),
+            _ => Err(ParseError::Usage("/msg <name> <text>")),
+        },
+        "who" => Ok(Command::Who),
+        "rooms" => Ok(Command::Rooms),
+        "help" => Ok(Command::Help),
+        "quit" => Ok(Command::Leave(arg)),
+        _ => Err(ParseError::UnknownCommand(name)),
+    }
+}
+
+/// Longest name or room name (the room's `#` not counted).
+pub const MAX_NAME: usize = 32;
+
+/// Whether `name` is 1–32 characters of `A-Z a-z 0-9 _ - .`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Whether `room` is `#` followed by a valid name.
+pub fn valid_room(room: &str) -> bool {
+    room.strip_prefix('#').is_some_and(valid_name)
+}
+
+/// How a connection wants its output written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// Protocol frames: `SAY:bob:hi\n`.
+    #[default]
+    Frames,
+    /// Rendered for people: `<bob> hi\r\n`.
+    Text,
+}
+
+/// Something the server tells a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Chat in the recipient's room.
+    Say {
+        /// Sender's name.
+        from: &'a str,
+        /// Message text.
+        text: &'a str,
+    },
+    /// A private message.
+    Msg {
+        /// Sender's name.
+        from: &'a str,
+        /// Message text.
+        text: &'a str,
+    },
+    /// Someone joined the recipient's room.
+    Join(&'a str),
+    /// Someone left the recipient's room.
+    Leave(&'a str),
+    /// An announcement.
+    Server(&'a str),
+    /// What was wrong with the recipient's last line.
+    Error(&'a str),
+}
+
+impl<'a> Event<'a> {
+    /// Appends this event to `out` in `dialect`.
+    pub fn encode(&self, dialect: Dialect, out: &mut Vec<u8>) {
+        match dialect {
+            Dialect::Frames => {
+                let (verb, a, b) = match *self {
+                    Event::Say { from, text } => ("SAY:", from, Some(text)),
+                    Event::Msg { from, text } => ("MSG:", from, Some(text)),
+                    Event::Join(name) => ("JOIN:", name, None),
+                    Event::Leave(name) => ("LEAVE:", name, None),
+                    Event::Server(text) => ("SERVER:", text, None),
+                    Event::Error(text) => ("ERROR:", text, None),
+                };
+                out.extend_from_slice(verb.as_bytes());
+                out.extend_from_slice(a.as_bytes());
+                if let Some(b) = b {
+                    out.push(b':');
+                    out.extend_from_slice(b.as_bytes());
+                }
+                out.push(b'\n');
+            }
+            Dialect::Text => {
+                self.render(out);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Appends the human rendering (`<bob> hi`, `*** bob joined`, …) without a line end.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let parts: [&str; 4] = match *self {
+            Event::Say { from, text } => ["<", from, "> ", text],
+            Event::Msg { from, text } => ["*", from, "* ", text],
+            Event::Join(name) => ["*** ", name, " joined", ""],
+            Event::Leave(name) => ["*** ", name, " left", ""],
+            Event::Server(text) => ["[server] ", text, "", ""],
+            Event::Error(text) => ["[error] ", text, "", ""],
+        };
+        for p in parts {
+            out.extend_from_slice(p.as_bytes());
+        }
+    }
+
+    /// Reads a frame line (without its line end) back into an event.
+    pub fn parse(line: &'a str) -> Option<Event<'a>> {
+        let (verb, rest) = line.split_once(':')?;
+        Some(match verb {
+            "SAY" => {
+                let (from, text) = rest.split_once(':')?;
+                Event::Say { from, text }
+            }
+            "MSG" => {
+                let (from, text) = rest.split_once(':')?;
+                Event::Msg { from, text }
+            }
+            "JOIN" => Event::Join(rest),
+            "LEAVE" => Event::Leave(rest),
+            "SERVER" => Event::Server(rest),
+            "ERROR" => Event::Error(rest),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(reader: &mut LineReader, input: &[u8], max: usize) -> Vec<Result<Vec<u8>, LineError>> {
+        let mut got = Vec::new();
+        reader.feed(input, max, |l| got.push(l.map(|l| l.to_vec())));
+        got
+    }
+
+    fn ok(s: &str) -> Result<Vec<u8>, LineError> {
+        Ok(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn splits_complete_lines() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"a\nbc\n", 10), vec![ok("a"), ok("bc")]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn partial_line_waits_for_its_newline() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"hel", 10), vec![]);
+        assert_eq!(r.pending(), 3);
+        assert_eq!(lines(&mut r, b"lo\nwor", 10), vec![ok("hello")]);
+        assert_eq!(lines(&mut r, b"ld\n", 10), vec![ok("world")]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn crlf_drops_the_cr_only_before_newline() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"a\r\nb\rc\n", 10), vec![ok("a"), ok("b\rc")]);
+    }
+
+    #[test]
+    fn cr_and_lf_split_across_reads() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"ab\r", 10), vec![]);
+        assert_eq!(lines(&mut r, b"\n", 10), vec![ok("ab")]);
+    }
+
+    #[test]
+    fn empty_line_is_a_line() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"\n\r\n", 10), vec![ok(""), ok("")]);
+    }
+
+    #[test]
+    fn line_of_exactly_max_is_accepted() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"abcd\n", 4), vec![ok("abcd")]);
+        assert_eq!(lines(&mut r, b"abcd\r\n", 4), vec![ok("abcd")]);
+        assert_eq!(lines(&mut r, b"ab", 4), vec![]);
+        assert_eq!(lines(&mut r, b"cd\r", 4), vec![]);
+        assert_eq!(lines(&mut r, b"\n", 4), vec![ok("abcd")]);
+    }
+
+    #[test]
+    fn over_max_in_one_read_is_rejected_and_the_next_line_survives() {
+        let mut r = LineReader::default();
+        assert_eq!(
+            lines(&mut r, b"abcde\nok\n", 4),
+            vec![Err(LineError::TooLong), ok("ok")]
+        );
+    }
+
+    #[test]
+    fn over_max_without_newline_is_rejected_once_and_memory_stays_bounded() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"abcdef", 4), vec![Err(LineError::TooLong)]);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(lines(&mut r, &[b'x'; 10_000], 4), vec![]);
+        assert_eq!(r.pending(), 0);
+        assert_eq!(lines(&mut r, b"xx\nnext\n", 4), vec![ok("next")]);
+    }
+
+    #[test]
+    fn over_max_across_reads_is_rejected() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"abc", 4), vec![]);
+        assert_eq!(lines(&mut r, b"de", 4), vec![]);
+        assert_eq!(lines(&mut r, b"f", 4), vec![Err(LineError::TooLong)]);
+        assert_eq!(lines(&mut r, b"\nok\n", 4), vec![ok("ok")]);
+    }
+
+    #[test]
+    fn max_plus_cr_without_newline_then_other_byte_is_too_long() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"abcd\r", 4), vec![]);
+        assert_eq!(lines(&mut r, b"\n", 4), vec![ok("abcd")]);
+        assert_eq!(lines(&mut r, b"abcdx\n", 4), vec![Err(LineError::TooLong)]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported() {
+        assert_eq!(parse_frame(b"SAY::\xc3\x28"), Err(ParseError::InvalidUtf8));
+        assert_eq!(parse_text(b"\xff"), Err(ParseError::InvalidUtf8));
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_tab_is_fine() {
+        assert_eq!(parse_frame(b"SAY::\x1b[2J"), Err(ParseError::ControlChar));
+        assert_eq!(
+            parse_text("hi \u{9b}1m".as_bytes()),
+            Err(ParseError::ControlChar)
+        );
+        assert_eq!(parse_text(b"a\x7f"), Err(ParseError::ControlChar));
+        assert_eq!(parse_text(b"a\tb"), Ok(Command::Say("a\tb")));
+    }
+
+    #[test]
+    fn frames_parse() {
+        assert_eq!(parse_frame(b"JOIN:alice"), Ok(Command::Nick("alice")));
+        assert_eq!(parse_frame(b"JOIN:#rust"), Ok(Command::Join("#rust")));
+        assert_eq!(parse_frame(b"SAY::hi"), Ok(Command::Say("hi")));
+        assert_eq!(parse_frame(b"SAY:mallory:a:b"), Ok(Command::Say("a:b")));
+        assert_eq!(parse_frame(b"SAY:hi"), Ok(Command::Say("hi")));
+        assert_eq!(
+            parse_frame(b"MSG:bob:hi:there"),
+            Ok(Command::Msg {
+                to: "bob",
+                text: "hi:there"
+            })
+        );
+        assert!(matches!(parse_frame(b"MSG:bob"), Err(ParseError::Usage(_))));
+        assert_eq!(parse_frame(b"LEAVE:bye"), Ok(Command::Leave("bye")));
+        assert_eq!(parse_frame(b"LEAVE"), Ok(Command::Leave("")));
+        assert_eq!(parse_frame(b"WHO:"), Ok(Command::Who));
+        assert_eq!(parse_frame(b"ROOMS:"), Ok(Command::Rooms));
+        assert_eq!(parse_frame(b"FOO:x"), Err(ParseError::UnknownVerb("FOO")));
+        assert_eq!(parse_frame(b""), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn text_commands_parse() {
+        assert_eq!(parse_text(b"hello"), Ok(Command::Say("hello")));
+        assert_eq!(parse_text(b"/nick bob"), Ok(Command::Nick("bob")));
+        assert_eq!(parse_text(b"/join #x"), Ok(Command::Join("#x")));
+        assert_eq!(
+            parse_text(b"/msg bob hi there"),
+            Ok(Command::Msg {
+                to: "bob",
+                text: "hi there"
+            })
+        );
+        assert_eq!(parse_text(b"/quit"), Ok(Command::Leave("")));
+        assert_eq!(parse_text(b"/who"), Ok(Command::Who));
+        assert_eq!(
+            parse_text(b"/dance"),
+            Err(ParseError::UnknownCommand("dance"))
+        );
+        assert!(matches!(parse_text(b"/msg bob"), Err(ParseError::Usage(_))));
+        assert!(matches!(parse_text(b"/join x"), Err(ParseError::Usage(_))));
+    }
+
+    #[test]
+    fn first_line_decides_dialect() {
+        assert!(is_frame(b"JOIN:alice"));
+        assert!(is_frame(b"SAY::hi"));
+        assert!(!is_frame(b"JOIN"));
+        assert!(!is_frame(b"hello: world"));
+        assert!(!is_frame(b"/nick bob"));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(valid_name("alice"));
+        assert!(valid_name("A.b-c_9"));
+        assert!(valid_name(&"x".repeat(32)));
+        assert!(!valid_name(&"x".repeat(33)));
+        assert!(!valid_name(""));
+        assert!(!valid_name("al ice"));
+        assert!(!valid_name("al:ice"));
+        assert!(!valid_name("élan"));
+        assert!(valid_room("#lobby"));
+        assert!(!valid_room("lobby"));
+        assert!(!valid_room("#"));
+    }
+
+    #[test]
+    fn events_encode_as_frames_and_text() {
+        let mut f = Vec::new();
+        let mut t = Vec::new();
+        for e in [
+            Event::Say {
+                from: "bob",
+                text: "hi",
+            },
+            Event::Msg {
+                from: "bob",
+                text: "psst",
+            },
+            Event::Join("bob"),
+            Event::Leave("bob"),
+            Event::Server("hello"),
+            Event::Error("bad"),
+        ] {
+            e.encode(Dialect::Frames, &mut f);
+            e.encode(Dialect::Text, &mut t);
+        }
+        assert_eq!(
+            f,
+            b"SAY:bob:hi\nMSG:bob:psst\nJOIN:bob\nLEAVE:bob\nSERVER:hello\nERROR:bad\n"
+        );
+        assert_eq!(
+            t,
+            b"<bob> hi\r\n*bob* psst\r\n*** bob joined\r\n*** bob left\r\n[server] hello\r\n[error] bad\r\n"
+        );
+    }
+
+    #[test]
+    fn frames_parse_back_into_events() {
+        assert_eq!(
+            Event::parse("SAY:bob:a:b"),
+            Some(Event::Say {
+                from: "bob",
+                text: "a:b"
+            })
+        );
+        assert_eq!(Event::parse("JOIN:bob"), Some(Event::Join("bob")));
+        assert_eq!(Event::parse("SERVER:x:y"), Some(Event::Server("x:y")));
+        assert_eq!(Event::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn telnet_negotiation_is_stripped() {
+        let mut f = TelnetFilter::default();
+        let mut buf = b"\xff\xfb\x01hi\xff\xfa\x18\x01\xff\xf0 there\r\n".to_vec();
+        let n = f.filter(&mut buf);
+        assert_eq!(&buf[..n], b"hi there\r\n");
+        assert!(f.saw_iac);
+    }
+
+    #[test]
+    fn telnet_sequence_split_across_reads() {
+        let mut f = TelnetFilter::default();
+        let mut a = b"a\xff".to_vec();
+        let mut b = b"\xfd\x03b\n".to_vec();
+        let na = f.filter(&mut a);
+        let nb = f.filter(&mut b);
+        assert_eq!([&a[..na], &b[..nb]].concat(), b"ab\n");
+    }
+
+    #[test]
+    fn telnet_cr_nul_is_a_line_end() {
+        let mut f = TelnetFilter::default();
+        let mut a = b"hi\r".to_vec();
+        let mut b = b"\0next".to_vec();
+        let na = f.filter(&mut a);
+        let nb = f.filter(&mut b);
+        let mut r = LineReader::default();
+        let joined = [&a[..na], &b[..nb]].concat();
+        assert_eq!(lines(&mut r, &joined, 10), vec![ok("hi")]);
+    }
+}

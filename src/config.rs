@@ -1,0 +1,178 @@
+//! The server's settings: one struct, built from the command line by `clap`, with every
+//! default documented where it is declared.
+//!
+//! This module owns parsing of durations (`500ms`, `60s`, `10m`, `2h`) and address
+//! ranges used by flags. It does not own any behaviour: the server reads these values.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::net::Cidr;
+
+/// Everything `loopchat server` can be told. `ServerConfig::default()` gives the same
+/// values as running the binary with no flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Longest accepted line in bytes, not counting its line end. Longer lines get
+    /// `ERROR:line too long` and are discarded through their newline.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    pub max_line: usize,
+
+    /// Cap on one connection's pending output in bytes. A client that stops reading is
+    /// closed (evicted) when its queue would grow past this; nobody else waits for it.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_output: usize,
+
+    /// Maximum number of clients. 0 derives it from the open-files limit, which the
+    /// server first raises as far as the hard limit allows (keeping a reserve).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_clients: usize,
+
+    /// A connection that sends no complete line within this window is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub register_timeout: Duration,
+
+    /// Close connections silent for this long (0 = never).
+    #[arg(long, default_value = "0", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
+    /// Rooms with more members than this do not announce joins and leaves (presence
+    /// would otherwise cost N-1 deliveries per join: quadratic in the room size).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub announce_limit: usize,
+
+    /// Listen backlog: how many completed connects the kernel queues before `accept`
+    /// (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 65535, value_name = "N")]
+    pub backlog: i32,
+
+    /// How often to log the one-line summary at `info` (0 = never).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub summary_interval: Duration,
+
+    /// On shutdown (or LEAVE), how long to keep flushing output before closing anyway.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub linger: Duration,
+
+    /// Messages per second each connection may send (token bucket refill; 0 = unlimited).
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SEC")]
+    pub rate: f64,
+
+    /// Messages a connection may send in a burst (token bucket size).
+    #[arg(long, default_value_t = 10.0, value_name = "N")]
+    pub burst: f64,
+
+    /// Strikes that get an IP banned (0 = never ban). A strike is earned by a message
+    /// over the rate limit or a connection over the per-IP limits.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_strikes: u32,
+
+    /// Seconds of good behaviour that wear off one strike.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub strike_decay: Duration,
+
+    /// How long an IP ban lasts.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub ban_time: Duration,
+
+    /// Most bans held at once; at the cap the ban nearest to expiry is dropped to make
+    /// room, so memory stays bounded under a flood of distinct addresses.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_bans: usize,
+
+    /// Connections allowed at once from one IP (IPv6: one /64). 0 = unlimited.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_conns_per_ip: usize,
+
+    /// New connections per second allowed from one IP (0 = unlimited).
+    #[arg(long, default_value_t = 10.0, value_name = "PER_SEC")]
+    pub connect_rate: f64,
+
+    /// New connections one IP may open in a burst.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    pub connect_burst: f64,
+
+    /// Exempt addresses from rate limits, per-IP caps and bans (repeatable), e.g.
+    /// `127.0.0.0/8` for a load test from loopback.
+    #[arg(long, value_name = "CIDR")]
+    pub exempt: Vec<Cidr>,
+
+    /// Never write an IP address to the log, at any level.
+    #[arg(long)]
+    pub redact_ips: bool,
+
+    /// Install SIGINT/SIGTERM handlers (the binary does; in-process tests do not).
+    #[arg(skip)]
+    pub handle_signals: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: ServerConfig,
+        }
+        // Parsing an empty command line cannot fail: every field has a default.
+        match Wrapper::try_parse_from(["loopchat"]) {
+            Ok(w) => w.config,
+            Err(e) => unreachable!("defaults must parse: {e}"),
+        }
+    }
+}
+
+/// Parses `250ms`, `1.5s`, `60s`, `10m`, `2h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 10m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn default_config_matches_documented_defaults() {
+        let c = ServerConfig::default();
+        assert_eq!(c.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.max_line, 4096);
+        assert_eq!(c.max_output, 1 << 20);
+        assert_eq!(c.register_timeout, Duration::from_secs(60));
+        assert_eq!(c.announce_limit, 1000);
+        assert_eq!(c.max_strikes, 5);
+        assert_eq!(c.ban_time, Duration::from_secs(600));
+    }
+}
