@@ -1,0 +1,704 @@
+//! Per-IP abuse control (SPEC §5): connection counts, the connect-rate throttle,
+//! strikes, and the ban table with its own timer wheel.
+//!
+//! This module owns what is kept per address ([`IpKey`]: an IPv4 address or an IPv6
+//! /64) and when that state is dropped. It does not own connections: the server asks
+//! [`Abuse::admit`] before it takes one, calls [`Abuse::release`] when a counted one
+//! closes, keeps the per-connection message [`TokenBucket`] itself, and reports a
+//! message over that limit through [`Abuse::strike`]. Closing the connections of a
+//! banned address is also the server's job.
+//!
+//! Memory is bounded: a record lives only while its address has connections, strikes
+//! that have not worn off, or a connect bucket that is not full again (a cleanup timer
+//! drops it at that moment); bans leave at their deadline, actively, and the table is
+//! capped at `max_bans`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::net::{Cidr, IpKey, RedactedIp};
+use crate::rate::{Strikes, TokenBucket};
+use crate::timer::{TimerId, TimerWheel};
+
+/// Resolution of the abuse wheel. Firing is exact whatever the tick (see
+/// [`crate::timer`]); the tick only spreads timers over slots.
+const WHEEL_TICK: Duration = Duration::from_millis(250);
+
+/// Slots of the abuse wheel: 4096 × 250 ms ≈ 17 minutes per rotation, so the default
+/// 10-minute ban and the cleanup timers (seconds to minutes away) are all within one
+/// rotation, where finding the next deadline is cheapest.
+const WHEEL_SLOTS: usize = 4096;
+
+/// Least time between two warnings that the ban table is full (one per burst, not per ban).
+const FULL_TABLE_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Stand-in for a deadline too far away to represent (a ban of `u64::MAX` seconds).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What to do with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Take it; it is counted until [`Abuse::release`].
+    Allowed,
+    /// The address is banned for `remaining` more. This may be the result of this very
+    /// attempt: a refusal for the cap or the rate earns a strike, which may be the one
+    /// that bans. Then the address may still have open connections
+    /// ([`Abuse::connections`] > 0) that the server should close as after a ban from
+    /// [`Abuse::strike`].
+    Banned {
+        /// Time left on the ban.
+        remaining: Duration,
+    },
+    /// The address already has `max_conns_per_ip` connections (earns a strike).
+    TooManyConnections,
+    /// The address opens connections faster than `connect_rate` (earns a strike).
+    TooFast,
+}
+
+/// The limits, copied from the configuration.
+#[derive(Debug, Clone)]
+struct Limits {
+    max_strikes: u32,
+    strike_decay: Duration,
+    ban_time: Duration,
+    max_bans: usize,
+    max_conns_per_ip: usize,
+    connect_rate: f64,
+    connect_burst: f64,
+    exempt: Vec<Cidr>,
+    redact_ips: bool,
+}
+
+/// What is known about one address.
+#[derive(Debug)]
+struct Record {
+    /// Counted connections open now.
+    conns: u32,
+    strikes: Strikes,
+    /// New-connection throttle.
+    connect: TokenBucket,
+    /// Pending cleanup, set only while `conns == 0`.
+    cleanup: Option<TimerId>,
+}
+
+/// One ban.
+#[derive(Debug)]
+struct Ban {
+    until: Instant,
+    timer: TimerId,
+}
+
+/// What an abuse timer is for.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// The ban on this address ends.
+    BanEnds(IpKey),
+    /// This address's record may hold nothing worth keeping any more.
+    Cleanup(IpKey),
+}
+
+/// Per-IP accounting and the ban table. Exempt addresses are never tracked.
+#[derive(Debug)]
+pub struct Abuse {
+    limits: Limits,
+    records: HashMap<IpKey, Record>,
+    bans: HashMap<IpKey, Ban>,
+    /// The bans ordered by expiry, to find the one nearest to expiry at the cap.
+    ban_order: BTreeSet<(Instant, IpKey)>,
+    wheel: TimerWheel<Due>,
+    /// Bans dropped at the cap since the last warning, and when that warning was.
+    dropped_bans: u64,
+    last_full_warning: Option<Instant>,
+    /// Scratch for polling the wheel (kept for its capacity).
+    fired: Vec<Due>,
+}
+
+impl Abuse {
+    /// Empty accounting with the limits of `config`.
+    pub fn new(config: &ServerConfig, now: Instant) -> Self {
+        Abuse {
+            limits: Limits {
+                max_strikes: config.max_strikes,
+                strike_decay: config.strike_decay,
+                ban_time: config.ban_time,
+                max_bans: config.max_bans,
+                max_conns_per_ip: config.max_conns_per_ip,
+                connect_rate: config.connect_rate,
+                connect_burst: config.connect_burst,
+                exempt: config.exempt.clone(),
+                redact_ips: config.redact_ips,
+            },
+            records: HashMap::new(),
+            bans: HashMap::new(),
+            ban_order: BTreeSet::new(),
+            wheel: TimerWheel::new(WHEEL_TICK, WHEEL_SLOTS, now),
+            dropped_bans: 0,
+            last_full_warning: None,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Whether `ip` is exempt: never limited, capped, struck or banned.
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.limits.exempt.iter().any(|c| c.contains(ip))
+    }
+
+    /// A new connection from `ip`: checks the ban, the per-IP connection cap, then the
+    /// connect-rate bucket, and counts the connection when it is allowed. A refusal for
+    /// the cap or the rate also earns the address a strike (which may ban it). Exempt
+    /// addresses are always allowed and not counted.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Admit {
+        if self.is_exempt(ip) {
+            return Admit::Allowed;
+        }
+        let key = IpKey::of(ip);
+        if let Some(remaining) = self.ban_remaining(key, now) {
+            return Admit::Banned { remaining };
+        }
+        let limits = &self.limits;
+        let record = self.records.entry(key).or_insert_with(|| Record {
+            conns: 0,
+            strikes: Strikes::new(),
+            connect: TokenBucket::full(limits.connect_burst, now),
+            cleanup: None,
+        });
+        let refusal =
+            if limits.max_conns_per_ip > 0 && record.conns as usize >= limits.max_conns_per_ip {
+                Admit::TooManyConnections
+            } else if !record
+                .connect
+                .take(limits.connect_rate, limits.connect_burst, now)
+            {
+                Admit::TooFast
+            } else {
+                record.conns = record.conns.saturating_add(1);
+                Admit::Allowed
+            };
+        let result = match refusal {
+            Admit::Allowed => Admit::Allowed,
+            refusal => match self.strike_key(key, now) {
+                Some(remaining) => Admit::Banned { remaining },
+                None => refusal,
+            },
+        };
+        self.settle(key, now);
+        result
+    }
+
+    /// A counted connection from `ip` closed.
+    pub fn release(&mut self, ip: IpAddr, now: Instant) {
+        if self.is_exempt(ip) {
+            return;
+        }
+        let key = IpKey::of(ip);
+        if let Some(record) = self.records.get_mut(&key) {
+            record.conns = record.conns.saturating_sub(1);
+            self.settle(key, now);
+        }
+    }
+
+    /// One strike for `ip` (a message over its rate limit). Returns the ban duration if
+    /// this strike banned the address; the server then closes its connections. An
+    /// address already banned, or exempt, is not struck.
+    pub fn strike(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        if self.is_exempt(ip) {
+            return None;
+        }
+        let key = IpKey::of(ip);
+        let banned = self.strike_key(key, now);
+        self.settle(key, now);
+        banned
+    }
+
+    /// Time left on the ban of `ip`, if it is banned at `now`.
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        if self.is_exempt(ip) {
+            return None;
+        }
+        self.ban_remaining(IpKey::of(ip), now)
+    }
+
+    /// Counted connections open from `ip`'s address (or /64).
+    pub fn connections(&self, ip: IpAddr) -> usize {
+        self.records
+            .get(&IpKey::of(ip))
+            .map_or(0, |r| r.conns as usize)
+    }
+
+    /// Strikes standing against `ip`'s address at `now`.
+    pub fn strikes(&self, ip: IpAddr, now: Instant) -> u32 {
+        self.records
+            .get(&IpKey::of(ip))
+            .map_or(0, |r| r.strikes.current(now, self.limits.strike_decay))
+    }
+
+    /// Removes the bans whose time is up (logging each at `info`) and the records that
+    /// hold nothing worth keeping any more. Returns how many bans expired.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.poll(now, &mut fired);
+        let mut expired = 0;
+        for due in fired.drain(..) {
+            match due {
+                Due::BanEnds(key) => {
+                    if let Some(ban) = self.bans.remove(&key) {
+                        self.ban_order.remove(&(ban.until, key));
+                        expired += 1;
+                        info!("ban on {} expired", self.redacted(key));
+                    }
+                }
+                Due::Cleanup(key) => {
+                    if let Some(record) = self.records.get_mut(&key) {
+                        record.cleanup = None;
+                        self.settle(key, now);
+                    }
+                }
+            }
+        }
+        self.fired = fired;
+        expired
+    }
+
+    /// When [`Abuse::expire`] next has work to do: a ban ending or a record to drop.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.wheel.next_deadline()
+    }
+
+    /// The bans in force at `now` with their time left, nearest to expiry first.
+    pub fn bans(&self, now: Instant) -> Vec<(IpKey, Duration)> {
+        self.ban_order
+            .iter()
+            .filter(|(until, _)| *until > now)
+            .map(|&(until, key)| (key, until - now))
+            .collect()
+    }
+
+    /// Bans held (including any whose time is up but that `expire` has not seen yet).
+    pub fn ban_count(&self) -> usize {
+        self.bans.len()
+    }
+
+    /// Addresses with a record (connections, strikes, or a connect bucket refilling).
+    pub fn tracked_ips(&self) -> usize {
+        self.records.len()
+    }
+
+    fn ban_remaining(&self, key: IpKey, now: Instant) -> Option<Duration> {
+        self.bans
+            .get(&key)
+            .filter(|b| b.until > now)
+            .map(|b| b.until - now)
+    }
+
+    fn bans_enabled(&self) -> bool {
+        self.limits.max_strikes > 0 && self.limits.max_bans > 0 && !self.limits.ban_time.is_zero()
+    }
+
+    fn redacted(&self, ip: IpKey) -> RedactedIp {
+        RedactedIp {
+            ip,
+            redact: self.limits.redact_ips,
+        }
+    }
+
+    /// Adds a strike and bans at `max_strikes`; the caller settles the record.
+    fn strike_key(&mut self, key: IpKey, now: Instant) -> Option<Duration> {
+        if self.ban_remaining(key, now).is_some() {
+            return None;
+        }
+        let enabled = self.bans_enabled();
+        let limits = &self.limits;
+        let record = self.records.entry(key).or_insert_with(|| Record {
+            conns: 0,
+            strikes: Strikes::new(),
+            connect: TokenBucket::full(limits.connect_burst, now),
+            cleanup: None,
+        });
+        let count = record.strikes.add(now, limits.strike_decay);
+        if !enabled || count < limits.max_strikes {
+            return None;
+        }
+        record.strikes = Strikes::new();
+        self.ban(key, count, now);
+        Some(self.limits.ban_time)
+    }
+
+    fn ban(&mut self, key: IpKey, strikes: u32, now: Instant) {
+        // A ban whose time is up but that `expire` has not removed yet.
+        self.unban(key);
+        while self.bans.len() >= self.limits.max_bans {
+            let Some((_, nearest)) = self.ban_order.first().copied() else {
+                break;
+            };
+            self.unban(nearest);
+            self.dropped_bans += 1;
+        }
+        if self.dropped_bans > 0
+            && self
+                .last_full_warning
+                .is_none_or(|t| now.saturating_duration_since(t) >= FULL_TABLE_WARN_EVERY)
+        {
+            warn!(
+                "ban table full ({} bans): dropped {} bans nearest to expiry to make room",
+                self.limits.max_bans, self.dropped_bans
+            );
+            self.dropped_bans = 0;
+            self.last_full_warning = Some(now);
+        }
+        let until = now
+            .checked_add(self.limits.ban_time)
+            .or_else(|| now.checked_add(FAR_FUTURE))
+            .unwrap_or(now);
+        let timer = self.wheel.insert(until, Due::BanEnds(key));
+        self.bans.insert(key, Ban { until, timer });
+        self.ban_order.insert((until, key));
+        info!(
+            "banned {} for {} s after {} strikes",
+            self.redacted(key),
+            self.limits.ban_time.as_secs(),
+            strikes
+        );
+    }
+
+    fn unban(&mut self, key: IpKey) {
+        if let Some(ban) = self.bans.remove(&key) {
+            self.wheel.cancel(ban.timer);
+            self.ban_order.remove(&(ban.until, key));
+        }
+    }
+
+    /// After any change to `key`'s record: drop it if it holds nothing worth keeping,
+    /// or make sure a cleanup timer will look again when it will not.
+    fn settle(&mut self, key: IpKey, now: Instant) {
+        let Some(record) = self.records.get_mut(&key) else {
+            return;
+        };
+        if record.conns > 0 {
+            // Connections keep the record; release settles it again.
+            if let Some(id) = record.cleanup.take() {
+                self.wheel.cancel(id);
+            }
+            return;
+        }
+        let strikes_gone = record
+            .strikes
+            .clear_at(self.limits.strike_decay)
+            .unwrap_or(now);
+        let idle_at = strikes_gone.max(record.connect.full_at());
+        if idle_at <= now {
+            if let Some(id) = record.cleanup.take() {
+                self.wheel.cancel(id);
+            }
+            self.records.remove(&key);
+            return;
+        }
+        // A timer due no later than `idle_at` may stay: when it fires, settle runs again.
+        if let Some(id) = record.cleanup {
+            match self.wheel.deadline(id) {
+                Some(due) if due <= idle_at => return,
+                _ => {
+                    self.wheel.cancel(id);
+                }
+            }
+        }
+        record.cleanup = Some(self.wheel.insert(idle_at, Due::Cleanup(key)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Defaults with every limit off; tests switch on what they test.
+    fn config() -> ServerConfig {
+        ServerConfig {
+            max_strikes: 0,
+            max_conns_per_ip: 0,
+            connect_rate: 0.0,
+            ..ServerConfig::default()
+        }
+    }
+
+    #[test]
+    fn strikes_accumulate_decay_and_ban_at_max() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_strikes: 3,
+            strike_decay: secs(30),
+            ban_time: secs(600),
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("192.0.2.1");
+        assert_eq!(a.strike(x, t0), None);
+        assert_eq!(a.strike(x, t0), None);
+        assert_eq!(a.strikes(x, t0), 2);
+        // Two decay periods later both are gone; the next two do not ban.
+        let t1 = t0 + secs(60);
+        assert_eq!(a.strikes(x, t1), 0);
+        assert_eq!(a.strike(x, t1), None);
+        assert_eq!(a.strike(x, t1), None);
+        assert_eq!(a.is_banned(x, t1), None);
+        assert_eq!(a.strike(x, t1), Some(secs(600)));
+        assert_eq!(a.is_banned(x, t1), Some(secs(600)));
+        assert_eq!(a.strikes(x, t1), 0, "a ban clears the strikes");
+        assert_eq!(
+            a.admit(x, t1 + secs(1)),
+            Admit::Banned {
+                remaining: secs(599)
+            }
+        );
+        assert_eq!(a.strike(x, t1), None, "no strikes while banned");
+        assert_eq!(a.ban_count(), 1);
+        assert_eq!(a.bans(t1 + secs(100)), vec![(IpKey::of(x), secs(500))]);
+    }
+
+    #[test]
+    fn ban_leaves_memory_exactly_at_its_deadline() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_strikes: 1,
+            ban_time: secs(600),
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("192.0.2.7");
+        assert_eq!(a.strike(x, t0), Some(secs(600)));
+        let until = t0 + secs(600);
+        assert_eq!(a.next_deadline(), Some(until));
+        // One wheel tick (and one nanosecond) before the deadline it is still there.
+        assert_eq!(a.expire(until - WHEEL_TICK), 0);
+        assert_eq!(a.expire(until - Duration::from_nanos(1)), 0);
+        assert_eq!(a.ban_count(), 1);
+        assert!(a.is_banned(x, until - Duration::from_nanos(1)).is_some());
+        assert_eq!(a.expire(until), 1);
+        assert_eq!(a.ban_count(), 0);
+        assert_eq!(a.tracked_ips(), 0);
+        assert_eq!(a.next_deadline(), None);
+        assert_eq!(a.admit(x, until), Admit::Allowed);
+    }
+
+    #[test]
+    fn ban_table_cap_drops_the_ban_nearest_to_expiry() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_strikes: 1,
+            ban_time: secs(600),
+            max_bans: 3,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        for i in 1..=3u64 {
+            let x = IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8));
+            assert!(a.strike(x, t0 + secs(i)).is_some());
+        }
+        let newest = ip("198.51.100.1");
+        assert!(a.strike(newest, t0 + secs(10)).is_some());
+        assert_eq!(a.ban_count(), 3);
+        assert_eq!(a.is_banned(ip("192.0.2.1"), t0 + secs(10)), None);
+        assert!(a.is_banned(ip("192.0.2.2"), t0 + secs(10)).is_some());
+        assert!(a.is_banned(newest, t0 + secs(10)).is_some());
+        // The dropped ban's timer went with it: only three expire.
+        assert_eq!(a.expire(t0 + secs(700)), 3);
+        assert_eq!(a.ban_count(), 0);
+    }
+
+    #[test]
+    fn per_ip_connection_cap_and_release() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_conns_per_ip: 2,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("203.0.113.5");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
+        assert_eq!(a.strikes(x, t0), 1, "a refusal earns a strike");
+        assert_eq!(a.connections(x), 2);
+        assert_eq!(
+            a.admit(ip("203.0.113.6"), t0),
+            Admit::Allowed,
+            "other IPs unaffected"
+        );
+        a.release(x, t0);
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.connections(x), 2);
+    }
+
+    #[test]
+    fn connect_rate_throttles_then_refills() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            connect_rate: 2.0,
+            connect_burst: 3.0,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("203.0.113.9");
+        for _ in 0..3 {
+            assert_eq!(a.admit(x, t0), Admit::Allowed);
+            a.release(x, t0);
+        }
+        assert_eq!(a.admit(x, t0), Admit::TooFast);
+        assert_eq!(a.admit(x, t0 + Duration::from_millis(500)), Admit::Allowed);
+    }
+
+    #[test]
+    fn refusals_that_reach_max_strikes_ban() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_conns_per_ip: 1,
+            max_strikes: 2,
+            ban_time: secs(60),
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("203.0.113.10");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
+        assert_eq!(
+            a.admit(x, t0),
+            Admit::Banned {
+                remaining: secs(60)
+            }
+        );
+        // Its open connection is for the server to close.
+        assert_eq!(a.connections(x), 1);
+    }
+
+    #[test]
+    fn exempt_addresses_are_never_limited() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_strikes: 1,
+            max_conns_per_ip: 1,
+            connect_rate: 1.0,
+            connect_burst: 1.0,
+            exempt: vec!["127.0.0.0/8".parse().unwrap()],
+            ..ServerConfig::default()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let lo = ip("127.0.0.3");
+        assert!(a.is_exempt(lo));
+        for _ in 0..1000 {
+            assert_eq!(a.admit(lo, t0), Admit::Allowed);
+            assert_eq!(a.strike(lo, t0), None);
+        }
+        assert_eq!(a.is_banned(lo, t0), None);
+        assert_eq!(a.tracked_ips(), 0);
+        assert_eq!(a.ban_count(), 0);
+        a.release(lo, t0);
+        // Not exempt: limited as usual.
+        let x = ip("192.0.2.1");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(
+            a.admit(x, t0),
+            Admit::Banned {
+                remaining: c.ban_time
+            }
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_slash_64_share_a_record() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_conns_per_ip: 2,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        assert_eq!(a.admit(ip("2001:db8:1:2::1"), t0), Admit::Allowed);
+        assert_eq!(a.admit(ip("2001:db8:1:2:ffff::9"), t0), Admit::Allowed);
+        assert_eq!(
+            a.admit(ip("2001:db8:1:2::abcd"), t0),
+            Admit::TooManyConnections
+        );
+        assert_eq!(a.admit(ip("2001:db8:1:3::1"), t0), Admit::Allowed);
+        assert_eq!(a.tracked_ips(), 2);
+    }
+
+    #[test]
+    fn records_are_dropped_when_they_hold_nothing() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_strikes: 5,
+            strike_decay: secs(30),
+            connect_rate: 10.0,
+            connect_burst: 20.0,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("192.0.2.50");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        a.strike(x, t0);
+        a.strike(x, t0);
+        a.release(x, t0);
+        assert_eq!(a.tracked_ips(), 1);
+        // Two strikes wear off after 60 s; the bucket long before.
+        assert_eq!(a.next_deadline(), Some(t0 + secs(60)));
+        a.expire(t0 + secs(59));
+        assert_eq!(a.tracked_ips(), 1);
+        a.expire(t0 + secs(60));
+        assert_eq!(a.tracked_ips(), 0);
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_million_distinct_ips_do_not_accumulate() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            connect_rate: 10.0,
+            connect_burst: 20.0,
+            max_conns_per_ip: 64,
+            max_strikes: 5,
+            ..ServerConfig::default()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let mut now = t0;
+        let mut peak = 0;
+        for i in 0..1_000_000u32 {
+            // Every other one an IPv6 /64 of its own.
+            let x = if i % 2 == 0 {
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))
+            } else {
+                IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    (i >> 16) as u16,
+                    i as u16,
+                    0,
+                    0,
+                    0,
+                    1,
+                ))
+            };
+            assert_eq!(a.admit(x, now), Admit::Allowed);
+            a.release(x, now);
+            now += Duration::from_micros(1);
+            if i % 1000 == 0 {
+                a.expire(now);
+                peak = peak.max(a.tracked_ips());
+            }
+        }
+        // A record lives 1/connect_rate = 100 ms after its release: ~100k at 1 µs each.
+        assert!(peak <= 101_000, "peak {peak}");
+        a.expire(now + secs(1));
+        assert_eq!(a.tracked_ips(), 0);
+        assert_eq!(a.next_deadline(), None);
+    }
+}
