@@ -701,4 +701,53 @@ mod tests {
         let joined = [&a[..na], &b[..nb]].concat();
         assert_eq!(lines(&mut r, &joined, 10), vec![ok("hi")]);
     }
+
+    mod chunking {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn split_all(input: &[u8], cuts: &[usize], max: usize) -> Vec<Result<Vec<u8>, LineError>> {
+            let mut r = LineReader::default();
+            let mut got = Vec::new();
+            let mut start = 0;
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            points.sort_unstable();
+            points.push(input.len());
+            for end in points {
+                r.feed(&input[start..end], max, |l| got.push(l.map(|l| l.to_vec())));
+                start = end;
+            }
+            got
+        }
+
+        proptest! {
+            /// However the stream is cut into reads, the same lines come out.
+            #[test]
+            fn any_chunking_yields_the_same_lines(
+                input in proptest::collection::vec(
+                    prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), Just(b'b'), any::<u8>()],
+                    0..300,
+                ),
+                cuts in proptest::collection::vec(any::<usize>(), 0..20),
+                max in 1usize..40,
+            ) {
+                let whole = split_all(&input, &[], max);
+                let chunked = split_all(&input, &cuts, max);
+                prop_assert_eq!(chunked, whole);
+            }
+
+            /// Memory held for an unfinished line never passes the cap (plus a `\r`).
+            #[test]
+            fn pending_never_exceeds_the_cap(
+                input in proptest::collection::vec(any::<u8>(), 0..2000),
+                max in 1usize..64,
+            ) {
+                let mut r = LineReader::default();
+                for chunk in input.chunks(7) {
+                    r.feed(chunk, max, |_| {});
+                    prop_assert!(r.pending() <= max + 1);
+                }
+            }
+        }
+    }
 }

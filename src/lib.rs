@@ -13,6 +13,7 @@
 //! - [`codec`]: bytes → lines → commands, and events → bytes; no I/O.
 //! - [`timer`]: the hashed timer wheel; time is passed in.
 //! - [`rate`]: token buckets and strikes; time is passed in.
+//! - [`abuse`]: per-IP connection caps, connect throttle, strikes and the ban table.
 //! - [`hub`]: chat state (names, rooms, membership); applies commands, says who gets what.
 //! - [`conn`]: one connection: socket, line reader, output queue, interest.
 //! - [`server`]: the event loop that ties them together.
@@ -24,6 +25,7 @@
 
 #![warn(missing_docs, rust_2018_idioms)]
 
+pub mod abuse;
 pub mod bench;
 pub mod client;
 pub mod codec;

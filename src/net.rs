@@ -44,7 +44,7 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The key abuse control counts an address by: the IPv4 address itself, or the /64
