@@ -1,19 +1,591 @@
-//! `loopchat client`: the line client. (Being written.)
+//! `loopchat client`: the line client of the single binary.
+//!
+//! This module owns what a person types becoming protocol frames ([`translate`]), what
+//! the server sends becoming lines for people ([`render`], through
+//! [`codec::Event`](crate::codec::Event), so the client and the server's text mode look
+//! alike), and the life of one connection: connect, chat, leave cleanly, pick an exit
+//! status. The protocol itself belongs to [`crate::codec`]; nothing here knows how the
+//! server works inside.
+//!
+//! A client is one connection, so it uses blocking I/O on a few threads rather than an
+//! event loop; none of them polls:
+//!
+//! - the *input* thread reads standard input a line at a time (a terminal or a pipe)
+//!   and queues frames on a bounded channel, so a fast pipe waits for a slow server;
+//! - the *writer* thread owns the socket's write side and sends the queued frames in
+//!   order; a `LEAVE:` frame is the last thing it sends;
+//! - the *reader* thread reads the socket and prints each line as soon as it arrives,
+//!   even while the person is typing;
+//! - a *signal* thread turns SIGINT and SIGTERM into a leave;
+//! - the calling thread waits for whatever ends the session ([`Ending`]) and decides
+//!   the message and the exit status.
+//!
+//! After a `LEAVE:` (from `/quit`, end of input or Ctrl-C) the client waits, bounded by
+//! `--leave-timeout`, for the server to send what it still owes and close.
 
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::signal::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::codec::{self, Command, Event, LineReader, ParseError};
+use crate::config::parse_duration;
 
 /// Flags of `loopchat client`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// Server address.
+    /// Server address (`host:port`).
     #[arg(default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// Name to take on connect.
-    #[arg(long)]
+
+    /// Name to take on connect (sends `JOIN:<name>` first). 1-32 of `A-Z a-z 0-9 _ - .`.
+    #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
+
+    /// Give up connecting after this long (`500ms`, `5s`, ...).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+
+    /// After sending `LEAVE:`, wait this long for the server to close the connection.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub leave_timeout: Duration,
+}
+
+/// Longest line read from standard input or from the server, in bytes. Far above the
+/// server's default `--max-line` (4096); it only keeps memory bounded when a pipe or a
+/// hostile server sends a line that never ends.
+const MAX_LINE: usize = 1 << 20;
+
+/// Frames queued between the input and writer threads. Small: it only smooths bursts
+/// from a pipe; past it the input thread waits for the socket (backpressure).
+const QUEUE: usize = 256;
+
+/// Exit status after a second Ctrl-C cut the leave short (128 + SIGINT, as shells do).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Shown for `/help`.
+const HELP: &str = "\
+commands:
+  /nick NAME         take or change your name
+  /join #ROOM        move to a room
+  /msg NAME TEXT     private message
+  /who               who is in your room
+  /rooms             list rooms
+  /quit [REASON]     leave
+  /help              this list
+any other line is said to your room; a line that is already a frame (JOIN:..., SAY::...)
+is sent as it is";
+
+/// Checks `--name` before connecting, so a bad name is a usage error and never reaches
+/// the wire (a newline in it would smuggle in a second frame).
+fn parse_name(s: &str) -> Result<String, String> {
+    if codec::valid_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1-32 of A-Z a-z 0-9 _ - .".to_owned())
+    }
+}
+
+/// What one line of input asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Input {
+    /// Send this frame (without its line end).
+    Send(String),
+    /// Send this `LEAVE:` frame, stop reading input and wait for the server to close.
+    Leave(String),
+    /// Tell the person this; nothing is sent.
+    Local(String),
+    /// Nothing to do (an empty or blank line).
+    Nothing,
+}
+
+/// Turns one line a person typed (without its line end) into what to do with it.
+///
+/// A line that already is a frame passes through unchanged, so habits from the
+/// tcp-chat client and netcat work; `/commands` are read by the codec's text-mode
+/// parser (the same commands a telnet user has); anything else is chat.
+fn translate(line: &[u8]) -> Input {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Input::Nothing;
+    }
+    if codec::is_frame(line) {
+        return match std::str::from_utf8(line) {
+            Ok(frame) if frame.starts_with("LEAVE:") => Input::Leave(frame.to_owned()),
+            Ok(frame) => Input::Send(frame.to_owned()),
+            Err(_) => Input::Local("invalid UTF-8; not sent".to_owned()),
+        };
+    }
+    let command = match codec::parse_text(line) {
+        Ok(command) => command,
+        Err(ParseError::Empty) => return Input::Nothing,
+        Err(e) => return Input::Local(format!("{e}; not sent")),
+    };
+    match command {
+        Command::Nick(name) => Input::Send(format!("JOIN:{name}")),
+        Command::Join(room) => Input::Send(format!("JOIN:{room}")),
+        Command::Say(text) => Input::Send(format!("SAY::{text}")),
+        // A `:` in the name would move the split between name and text on the wire.
+        Command::Msg { to, .. } if !codec::valid_name(to) => {
+            Input::Local(format!("invalid name {to}: use 1-32 of A-Z a-z 0-9 _ - ."))
+        }
+        Command::Msg { to, text } => Input::Send(format!("MSG:{to}:{text}")),
+        Command::Who => Input::Send("WHO:".to_owned()),
+        Command::Rooms => Input::Send("ROOMS:".to_owned()),
+        Command::Leave(reason) => Input::Leave(format!("LEAVE:{reason}")),
+        Command::Help => Input::Local(HELP.to_owned()),
+    }
+}
+
+/// Appends one line from the server, rendered for people and ended with `\n`, to `out`.
+///
+/// Frames are rendered exactly as the server's text mode renders them; anything else is
+/// printed as it came, never dropped. Control characters (all of C0 and C1 except tab)
+/// are removed first: a hostile server must not be able to drive the terminal.
+fn render(line: &[u8], out: &mut Vec<u8>) {
+    let clean: String = String::from_utf8_lossy(line)
+        .chars()
+        .filter(|&c| c == '\t' || !c.is_control())
+        .collect();
+    match Event::parse(&clean) {
+        Some(event) => event.render(out),
+        None => out.extend_from_slice(clean.as_bytes()),
+    }
+    out.push(b'\n');
+}
+
+/// Something that may end the session, reported to the calling thread.
+#[derive(Debug)]
+enum Ending {
+    /// The input thread is about to queue `LEAVE:` (`/quit`, a `LEAVE:` frame, or end
+    /// of input); the text says which, for the final message. Sent before the frame, so
+    /// the server's close that answers it can never arrive first.
+    Leaving(&'static str),
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// Standard output is gone (e.g. `loopchat client | head`): nobody is listening.
+    OutputClosed,
+    /// Writing to the server failed.
+    WriteFailed(io::Error),
+    /// The server closed the connection (`Ok`) or it broke (`Err`). `last_error` is the
+    /// text of an `ERROR:` line if that was the last thing the server said.
+    Closed {
+        result: io::Result<()>,
+        last_error: Option<String>,
+    },
 }
 
 /// Runs the client until it ends; returns the process exit status.
-pub fn run(_args: ClientArgs) -> ExitCode {
-    ExitCode::FAILURE
+///
+/// 0: the session ended normally (left, or the server closed the connection). 1: could
+/// not connect, the connection broke, or the server closed it right after an `ERROR:`.
+/// 130: a second Ctrl-C while leaving.
+pub fn run(args: ClientArgs) -> ExitCode {
+    match start(&args) {
+        Ok(session) => session.wait(&args),
+        Err(message) => {
+            eprintln!("loopchat: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A connected client with its threads running.
+struct Session {
+    /// The server's address as resolved, for messages.
+    peer: SocketAddr,
+    /// Everything that may end the session arrives here.
+    endings: Receiver<Ending>,
+    /// The writer's queue, for the `LEAVE:` a signal asks for.
+    frames: SyncSender<String>,
+}
+
+/// Connects, sends `JOIN:<name>` if asked, and starts the threads.
+fn start(args: &ClientArgs) -> Result<Session, String> {
+    // Before connecting, so a Ctrl-C from the start is a clean leave, not a kill.
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let mut stream = connect(&args.addr, args.connect_timeout)?;
+    let peer = stream.peer_addr().map_err(|e| lost(&args.addr, &e))?;
+    // Chat lines are small and interactive: do not hold them back to fill a segment.
+    let _ = stream.set_nodelay(true);
+    if let Some(name) = &args.name {
+        stream
+            .write_all(format!("JOIN:{name}\n").as_bytes())
+            .map_err(|e| lost(&args.addr, &e))?;
+    }
+    let reader = stream.try_clone().map_err(|e| lost(&args.addr, &e))?;
+
+    // Before the threads start, so it comes before anything they print.
+    eprintln!("loopchat: connected to {peer} (/help for commands, /quit or Ctrl-D to leave)");
+
+    let (endings_tx, endings) = mpsc::channel();
+    let (frames, frames_rx) = mpsc::sync_channel(QUEUE);
+
+    spawn("reader", {
+        let endings = endings_tx.clone();
+        move || read_server(reader, &endings)
+    })?;
+    spawn("writer", {
+        let endings = endings_tx.clone();
+        move || write_server(stream, &frames_rx, &endings)
+    })?;
+    spawn("input", {
+        let endings = endings_tx.clone();
+        let frames = frames.clone();
+        move || read_input(&frames, &endings)
+    })?;
+    spawn("signals", move || {
+        for _ in signals.forever() {
+            if endings_tx.send(Ending::Signal).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(Session {
+        peer,
+        endings,
+        frames,
+    })
+}
+
+/// Resolves `addr` and connects to the first address that answers.
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => format!("bad address {addr:?}: expected host:port"),
+            _ => format!("bad address {addr:?}: cannot resolve it: {e}"),
+        })?
+        .collect();
+    let mut last_error = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        Some(e) => format!("cannot connect to {addr}: {e}"),
+        None => format!("bad address {addr:?}: it resolves to no address"),
+    })
+}
+
+/// The message for a connection that broke.
+fn lost(addr: &dyn std::fmt::Display, e: &io::Error) -> String {
+    format!("connection to {addr} lost: {e}")
+}
+
+/// Starts a named thread; failing to is an error for the person, not a panic.
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    thread::Builder::new()
+        .name(format!("client-{name}"))
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| format!("cannot start the {name} thread: {e}"))
+}
+
+impl Session {
+    /// Waits for the end of the session; prints the one-line reason on stderr.
+    fn wait(self, args: &ClientArgs) -> ExitCode {
+        let peer = self.peer;
+        // Set once LEAVE is queued: until when to wait for the server's close, and why.
+        let mut leaving: Option<(Instant, &'static str)> = None;
+        loop {
+            let ending = match leaving {
+                None => self
+                    .endings
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some((deadline, _)) => self
+                    .endings
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            };
+            let ending = match ending {
+                Ok(ending) => ending,
+                Err(RecvTimeoutError::Timeout) => {
+                    let why = leaving.map_or("", |(_, why)| why);
+                    eprintln!(
+                        "loopchat: left {peer} ({why}); the server did not close the \
+                         connection within {:?}",
+                        args.leave_timeout
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                // Cannot happen while the reader thread lives; treat as a close.
+                Err(RecvTimeoutError::Disconnected) => Ending::Closed {
+                    result: Ok(()),
+                    last_error: None,
+                },
+            };
+            match ending {
+                Ending::Leaving(why) => {
+                    leaving.get_or_insert((Instant::now() + args.leave_timeout, why));
+                }
+                Ending::Signal | Ending::OutputClosed if leaving.is_none() => {
+                    // If the queue is full the server is not reading; the timeout ends it.
+                    let _ = self.frames.try_send("LEAVE:".to_owned());
+                    let why = match ending {
+                        Ending::Signal => "interrupted",
+                        _ => "output closed",
+                    };
+                    leaving = Some((Instant::now() + args.leave_timeout, why));
+                }
+                Ending::Signal => {
+                    eprintln!("loopchat: interrupted again; closing now");
+                    return ExitCode::from(EXIT_INTERRUPTED);
+                }
+                Ending::OutputClosed => {}
+                // After LEAVE the server may close before we are done writing; the
+                // reader reports the close.
+                Ending::WriteFailed(_) if leaving.is_some() => {}
+                Ending::WriteFailed(e) => {
+                    eprintln!("loopchat: {}", lost(&peer, &e));
+                    return ExitCode::FAILURE;
+                }
+                Ending::Closed { .. } if leaving.is_some() => {
+                    let why = leaving.map_or("", |(_, why)| why);
+                    eprintln!("loopchat: left {peer} ({why})");
+                    return ExitCode::SUCCESS;
+                }
+                Ending::Closed { result: Err(e), .. } => {
+                    eprintln!("loopchat: {}", lost(&peer, &e));
+                    return ExitCode::FAILURE;
+                }
+                Ending::Closed {
+                    last_error: Some(error),
+                    ..
+                } => {
+                    eprintln!("loopchat: server {peer} closed the connection: {error}");
+                    return ExitCode::FAILURE;
+                }
+                Ending::Closed { .. } => {
+                    eprintln!("loopchat: server {peer} closed the connection");
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    }
+}
+
+/// The reader thread: prints what the server sends until it closes.
+fn read_server(mut stream: TcpStream, endings: &Sender<Ending>) {
+    let mut lines = LineReader::default();
+    let mut buf = vec![0; 64 * 1024];
+    let mut out = Vec::new();
+    let mut last_error = None;
+    let mut too_long = 0usize;
+    let mut printing = true;
+    let result = loop {
+        let input: &[u8] = match stream.read(&mut buf) {
+            // A last line without its newline is still printed.
+            Ok(0) if lines.pending() > 0 => b"\n",
+            Ok(0) => break Ok(()),
+            Ok(n) => &buf[..n],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        lines.feed(input, MAX_LINE, |line| match line {
+            Ok(line) => {
+                last_error = line
+                    .strip_prefix(b"ERROR:")
+                    .map(|e| String::from_utf8_lossy(e).into_owned());
+                render(line, &mut out);
+            }
+            Err(codec::LineError::TooLong) => too_long += 1,
+        });
+        if too_long > 0 {
+            eprintln!("loopchat: skipped {too_long} line(s) over {MAX_LINE} bytes from the server");
+            too_long = 0;
+        }
+        if printing && !out.is_empty() {
+            let mut stdout = io::stdout().lock();
+            if stdout
+                .write_all(&out)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                // Keep reading: the server's close still ends the session cleanly.
+                printing = false;
+                let _ = endings.send(Ending::OutputClosed);
+            }
+        }
+        out.clear();
+    };
+    let _ = endings.send(Ending::Closed { result, last_error });
+}
+
+/// The writer thread: sends queued frames, several per write when they pile up, and
+/// stops after a `LEAVE:`.
+fn write_server(mut stream: TcpStream, frames: &Receiver<String>, endings: &Sender<Ending>) {
+    let mut out = Vec::new();
+    while let Ok(first) = frames.recv() {
+        let mut left = false;
+        for frame in std::iter::once(first).chain(frames.try_iter()) {
+            out.extend_from_slice(frame.as_bytes());
+            out.push(b'\n');
+            if frame.starts_with("LEAVE:") {
+                left = true;
+                break;
+            }
+        }
+        if let Err(e) = stream.write_all(&out) {
+            let _ = endings.send(Ending::WriteFailed(e));
+            return;
+        }
+        out.clear();
+        if left {
+            return;
+        }
+    }
+}
+
+/// The input thread: reads standard input a line at a time until `/quit` or its end.
+fn read_input(frames: &SyncSender<String>, endings: &Sender<Ending>) {
+    let mut stdin = io::stdin().lock();
+    let mut lines = LineReader::default();
+    let mut buf = vec![0; 16 * 1024];
+    // Set once the session is over for this thread (left, or the writer is gone).
+    let mut done = false;
+    while !done {
+        let (input, at_end): (&[u8], bool) = match stdin.read(&mut buf) {
+            Ok(0) => (b"\n", true),
+            Ok(n) => (&buf[..n], false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("loopchat: cannot read standard input: {e}");
+                (b"\n", true)
+            }
+        };
+        // The `\n` fed at the end finishes a last line that had none (and is an empty
+        // line, which sends nothing, if there was none).
+        lines.feed(input, MAX_LINE, |line| {
+            if done {
+                return;
+            }
+            let line = match line {
+                Ok(line) => line,
+                Err(codec::LineError::TooLong) => {
+                    eprintln!("loopchat: line over {MAX_LINE} bytes; not sent");
+                    return;
+                }
+            };
+            match translate(line) {
+                Input::Send(frame) => done = frames.send(frame).is_err(),
+                Input::Leave(frame) => {
+                    done = true;
+                    // Announce first: the server's close may follow the frame at once.
+                    let _ = endings.send(Ending::Leaving("quit"));
+                    let _ = frames.send(frame);
+                }
+                Input::Local(message) => eprintln!("loopchat: {message}"),
+                Input::Nothing => {}
+            }
+        });
+        if at_end && !done {
+            done = true;
+            let _ = endings.send(Ending::Leaving("end of input"));
+            let _ = frames.send("LEAVE:".to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(s: &str) -> Input {
+        Input::Send(s.to_owned())
+    }
+
+    fn rendered(line: &[u8]) -> String {
+        let mut out = Vec::new();
+        render(line, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn commands_become_frames() {
+        assert_eq!(translate(b"/nick bob"), send("JOIN:bob"));
+        assert_eq!(translate(b"/join #rust"), send("JOIN:#rust"));
+        assert_eq!(translate(b"/msg bob hi there"), send("MSG:bob:hi there"));
+        assert_eq!(translate(b"/who"), send("WHO:"));
+        assert_eq!(translate(b"/rooms"), send("ROOMS:"));
+        assert_eq!(translate(b"/quit"), Input::Leave("LEAVE:".to_owned()));
+        assert_eq!(
+            translate(b"/quit see you"),
+            Input::Leave("LEAVE:see you".to_owned())
+        );
+    }
+
+    #[test]
+    fn frames_pass_through_unchanged() {
+        assert_eq!(translate(b"JOIN:alice"), send("JOIN:alice"));
+        assert_eq!(translate(b"SAY:x:hi"), send("SAY:x:hi"));
+        assert_eq!(translate(b"MSG:bob:a:b"), send("MSG:bob:a:b"));
+        assert_eq!(
+            translate(b"LEAVE:bye"),
+            Input::Leave("LEAVE:bye".to_owned())
+        );
+    }
+
+    #[test]
+    fn plain_lines_are_chat() {
+        assert_eq!(translate(b"hello"), send("SAY::hello"));
+        assert_eq!(translate(b"hello: world"), send("SAY::hello: world"));
+        assert_eq!(translate(b"JOIN"), send("SAY::JOIN"));
+    }
+
+    #[test]
+    fn empty_and_blank_lines_send_nothing() {
+        assert_eq!(translate(b""), Input::Nothing);
+        assert_eq!(translate(b"  \t"), Input::Nothing);
+    }
+
+    #[test]
+    fn unknown_and_malformed_commands_stay_local() {
+        assert!(matches!(translate(b"/dance"), Input::Local(m) if m.contains("/dance")));
+        assert!(matches!(translate(b"/msg bob"), Input::Local(m) if m.contains("usage")));
+        assert!(matches!(translate(b"/join lobby"), Input::Local(_)));
+        assert!(matches!(translate(b"/msg a:b hi"), Input::Local(m) if m.contains("invalid name")));
+        assert!(matches!(translate(b"/help"), Input::Local(m) if m.contains("/quit")));
+        assert!(matches!(translate(b"hi \x1b[2J"), Input::Local(_)));
+        assert!(matches!(translate(b"\xff"), Input::Local(_)));
+    }
+
+    #[test]
+    fn frames_render_like_text_mode() {
+        assert_eq!(rendered(b"SAY:bob:hi"), "<bob> hi\n");
+        assert_eq!(rendered(b"MSG:bob:psst"), "*bob* psst\n");
+        assert_eq!(rendered(b"JOIN:bob"), "*** bob joined\n");
+        assert_eq!(rendered(b"LEAVE:bob"), "*** bob left\n");
+        assert_eq!(rendered(b"SERVER:hello"), "[server] hello\n");
+        assert_eq!(rendered(b"ERROR:bad"), "[error] bad\n");
+    }
+
+    #[test]
+    fn unknown_lines_are_printed_raw() {
+        assert_eq!(rendered(b"PING:x"), "PING:x\n");
+        assert_eq!(rendered(b"just text"), "just text\n");
+        assert_eq!(rendered(b""), "\n");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(rendered(b"SAY:bob:\x1b[2Jhi\x07"), "<bob> [2Jhi\n");
+        assert_eq!(rendered("SAY:bob:a\u{9b}31mb".as_bytes()), "<bob> a31mb\n");
+        assert_eq!(rendered(b"SAY:bob:a\tb\r\x7f"), "<bob> a\tb\n");
+        assert_eq!(rendered(b"\xffoops"), "\u{fffd}oops\n");
+    }
+
+    #[test]
+    fn names_are_checked_before_connecting() {
+        assert!(parse_name("bob").is_ok());
+        assert!(parse_name("bob\nSAY::x").is_err());
+        assert!(parse_name("").is_err());
+    }
 }

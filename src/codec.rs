@@ -123,8 +123,6 @@ enum TelnetState {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TelnetFilter {
     state: TelnetState,
-    /// Whether any IAC byte has been seen (marks the peer as a telnet client).
-    pub saw_iac: bool,
 }
 
 impl TelnetFilter {
@@ -139,7 +137,6 @@ impl TelnetFilter {
                     self.state = TelnetState::Data;
                     match b {
                         IAC => {
-                            self.saw_iac = true;
                             self.state = TelnetState::Iac;
                             None
                         }
@@ -677,7 +674,6 @@ mod tests {
         let mut buf = b"\xff\xfb\x01hi\xff\xfa\x18\x01\xff\xf0 there\r\n".to_vec();
         let n = f.filter(&mut buf);
         assert_eq!(&buf[..n], b"hi there\r\n");
-        assert!(f.saw_iac);
     }
 
     #[test]

@@ -184,9 +184,11 @@ impl Server {
             }
             n => n,
         };
-        let shown = Peer {
-            addr: local_addr,
-            redact: config.redact_ips,
+        // The port is no one's address; under --redact-ips only the IP is hidden.
+        let shown = if config.redact_ips {
+            format!("[redacted]:{}", local_addr.port())
+        } else {
+            local_addr.to_string()
         };
         info!("listening on {shown} (open files limit {limit}, max clients {max_clients})");
 
@@ -468,7 +470,7 @@ impl Server {
             }
         };
         if conn.mode == Mode::Undecided && codec::check_text(line).is_ok() {
-            conn.mode = if codec::is_frame(line) && !conn.telnet.saw_iac {
+            conn.mode = if codec::is_frame(line) {
                 Mode::Frames
             } else {
                 Mode::Text
