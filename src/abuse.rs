@@ -357,9 +357,9 @@ impl Abuse {
         self.bans.insert(key, Ban { until, timer });
         self.ban_order.insert((until, key));
         info!(
-            "banned {} for {} s after {} strikes",
+            "banned {} for {:?} after {} strikes",
             self.redacted(key),
-            self.limits.ban_time.as_secs(),
+            self.limits.ban_time,
             strikes
         );
     }

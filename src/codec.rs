@@ -227,6 +227,8 @@ pub enum ParseError<'a> {
     UnknownCommand(&'a str),
     /// A command without its required argument.
     Usage(&'static str),
+    /// The line was longer than the maximum (the server adds the limit to the text).
+    TooLong,
 }
 
 impl fmt::Display for ParseError<'_> {
@@ -241,6 +243,7 @@ impl fmt::Display for ParseError<'_> {
             ),
             ParseError::UnknownCommand(c) => write!(f, "unknown command /{c} (try /help)"),
             ParseError::Usage(u) => write!(f, "usage: {u}"),
+            ParseError::TooLong => f.write_str("line too long"),
         }
     }
 }

@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::abuse::{Abuse, Admit};
-use crate::codec::{self, Command, Event, LineError};
+use crate::codec::{self, Command, Event, LineError, ParseError};
 use crate::config::ServerConfig;
 use crate::conn::{BufferPool, Conn, Mode, State};
 use crate::hub::{ConnId, Hub, Next, Outbox};
@@ -462,35 +462,26 @@ impl Server {
                 );
             }
         }
-        let line = match line {
-            Ok(line) => line,
-            Err(LineError::TooLong) => {
-                let msg = format!("line too long (max {} bytes)", self.config.max_line);
-                return self.outbox().send(k, Event::Error(&msg));
+        let parsed = match line {
+            Ok(line) => {
+                if conn.mode == Mode::Undecided && codec::check_text(line).is_ok() {
+                    conn.mode = if codec::is_frame(line) {
+                        Mode::Frames
+                    } else {
+                        Mode::Text
+                    };
+                }
+                match conn.mode {
+                    Mode::Text => codec::parse_text(line),
+                    Mode::Frames | Mode::Undecided => codec::parse_frame(line),
+                }
             }
+            Err(LineError::TooLong) => Err(ParseError::TooLong),
         };
-        if conn.mode == Mode::Undecided && codec::check_text(line).is_ok() {
-            conn.mode = if codec::is_frame(line) {
-                Mode::Frames
-            } else {
-                Mode::Text
-            };
-        }
-        let parsed = match conn.mode {
-            Mode::Text => codec::parse_text(line),
-            Mode::Frames | Mode::Undecided => codec::parse_frame(line),
-        };
-        let cmd = match parsed {
-            Ok(cmd) => cmd,
-            Err(e) => {
-                let msg = e.to_string();
-                return self.outbox().send(k, Event::Error(&msg));
-            }
-        };
+        // Every line but a LEAVE costs a token: renames and room hopping cannot flood a
+        // room with notices, and bad lines cannot buy an error reply each for free.
         let ip = conn.peer.ip();
-        // Everything but leaving costs a token, so renames and room hopping cannot
-        // flood a room with notices either.
-        if !matches!(cmd, Command::Leave(_))
+        if !matches!(parsed, Ok(Command::Leave(_)))
             && !self.abuse.is_exempt(ip)
             && !conn.bucket.take(self.config.rate, self.config.burst, now)
         {
@@ -507,6 +498,17 @@ impl Server {
             }
             return;
         }
+        let cmd = match parsed {
+            Ok(cmd) => cmd,
+            Err(ParseError::TooLong) => {
+                let msg = format!("line too long (max {} bytes)", self.config.max_line);
+                return self.outbox().send(k, Event::Error(&msg));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                return self.outbox().send(k, Event::Error(&msg));
+            }
+        };
         let next = self.hub.apply(k, cmd, &mut delivery!(self));
         if next == Next::Leave {
             if let Command::Leave(reason) = cmd {
@@ -589,7 +591,7 @@ impl Server {
     fn ban(&mut self, ip: IpKey, duration: Duration, now: Instant) {
         let msg = format!(
             "banned for {} seconds: too many strikes, closing",
-            duration.as_secs().max(1)
+            whole_seconds(duration)
         );
         let victims: Vec<ConnId> = self
             .conns
@@ -818,6 +820,11 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     )
 }
 
+/// A duration as whole seconds for people: rounded up, at least 1.
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// Tells a connection we will not serve why, then drops it. The socket is new, so its
 /// send buffer has room for one short line; if not, the line is simply lost.
 fn refuse(socket: &TcpStream, text: &str) {
@@ -862,7 +869,10 @@ impl Queues<'_> {
         let Some(conn) = self.conns.get_mut(to) else {
             return;
         };
-        if conn.state == State::Closed {
+        // A connection that is leaving has had its last line (goodbye, ban, shutdown):
+        // nothing may follow it, not even the LEAVE of another connection closing in
+        // the same pass.
+        if conn.state != State::Open {
             return;
         }
         let bytes = match conn.mode {
