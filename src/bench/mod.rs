@@ -1,16 +1,579 @@
-//! `loopchat bench`: the load harness. (Being written.)
+//! `loopchat bench`: the load harness. It drives any server that speaks the line
+//! protocol (or plain lines) from one process and reports connection counts, phase
+//! times, deliveries (expected, received, lost, duplicated, reordered), throughput,
+//! latency percentiles and, given the server's pid, its memory and CPU time.
+//!
+//! # Layout
+//!
+//! - [`config`]: the flags ([`BenchArgs`]), their checked form ([`BenchConfig`]) and the
+//!   capacity checks (open files, ephemeral ports).
+//! - `worker`: one mio loop per harness thread, owning its share of the connections.
+//! - [`marker`]: what each message text carries, and per-sender sequence tracking.
+//! - [`report`]: the [`Report`] struct, its table and its JSON.
+//! - [`server_proc`]: the server as a process: `/proc` sampling and `--spawn-server`.
+//!
+//! This module is the coordinator: it starts the workers, moves them through the phases
+//! (connect → join → idle → load → drain → stalled check), times each, samples the
+//! server between them, shows progress, and adds the workers' results into a report.
+//! Every phase is bounded in time, so a silent or vanished server ends the run with a
+//! partial report instead of a hang.
 
+pub mod config;
+pub mod marker;
+pub mod report;
+pub mod server_proc;
+mod worker;
+
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Flags of `loopchat bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub addr: String,
+use mio::{Poll, Waker};
+
+pub use config::{BenchArgs, BenchConfig, BenchDialect};
+pub use report::{Latency, Report, ServerStats};
+pub use server_proc::SpawnedServer;
+use worker::{Phase, Shared, WAKE, Worker, WorkerResult};
+
+/// Exit status for a command line that makes no sense (clap uses the same).
+const EXIT_USAGE: u8 = 2;
+
+/// Runs `loopchat bench`; returns the process exit status: 0 for a clean run, 1 when
+/// the report lists problems or the run could not start, 2 for bad arguments.
+pub fn run(args: BenchArgs) -> ExitCode {
+    // Check the flags before spawning anything; the spawned server's address replaces
+    // the placeholder.
+    let placeholder = args
+        .spawn_server
+        .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut config = match BenchConfig::from_args(&args, placeholder) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loopchat bench: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second Ctrl-C exits at once; the first ends the run with a partial report.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, interrupt.clone());
+        if let Err(e) = signal_hook::flag::register(signal, interrupt.clone()) {
+            log::warn!("cannot handle signal {signal}: {e}");
+        }
+    }
+    config.interrupt = Some(interrupt);
+
+    let mut spawned = None;
+    let mut server_log = None;
+    if args.spawn_server {
+        let exe = match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("loopchat bench: cannot find my own executable to spawn the server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let log = args.server_log.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("loopchat-bench-{}.log", std::process::id()))
+        });
+        server_log = Some(log.clone());
+        match SpawnedServer::start(&exe, &args.server_arg, Some(&log)) {
+            Ok(s) => {
+                log::info!(
+                    "spawned `loopchat server {} {}` (pid {})",
+                    s.addr(),
+                    server_proc::LIFT_LIMITS.join(" "),
+                    s.pid()
+                );
+                config.addr = s.addr();
+                config.server_pid = Some(s.pid());
+                spawned = Some(s);
+            }
+            Err(e) => {
+                eprintln!("loopchat bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    let result = run_bench(&config);
+    if let Some(mut s) = spawned {
+        s.stop(Duration::from_secs(3));
+    }
+    let writes = server_log.as_ref().and_then(|path| {
+        let log = std::fs::read_to_string(path).ok();
+        if args.server_log.is_none() {
+            let _ = std::fs::remove_file(path);
+        }
+        server_proc::summary_writes(&log?)
+    });
+    let mut report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loopchat bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Some(server), Some((deliveries, writes))) = (report.server.as_mut(), writes)
+        && deliveries > 0
+    {
+        server.writes_per_delivery = Some(writes as f64 / deliveries as f64);
+    }
+    print!("{report}");
+    let _ = std::io::stdout().flush();
+    let mut ok = report.ok();
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, report.to_json())
+    {
+        eprintln!("loopchat bench: cannot write {}: {e}", path.display());
+        ok = false;
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-/// Runs the benchmark; returns the process exit status.
-pub fn run(_args: BenchArgs) -> ExitCode {
-    ExitCode::FAILURE
+/// Runs one benchmark and returns its report. `Err` means it could not start (bad
+/// configuration, not enough open files or ports, no threads); anything that goes wrong
+/// once it runs (refused connections, a server that closes or vanishes) is in the
+/// report's `problems`, with whatever was measured until then.
+pub fn run_bench(config: &BenchConfig) -> Result<Report, String> {
+    config.validate()?;
+    let nofile = crate::net::raise_nofile_limit();
+    config::check_capacity(config, nofile)?;
+
+    let config = Arc::new(config.clone());
+    let shared = Arc::new(Shared::new(config.threads, config.rooms));
+    let run_id = run_id();
+    let mut polls = Vec::new();
+    let mut wakers = Vec::new();
+    for _ in 0..config.threads {
+        let poll = Poll::new().map_err(|e| format!("cannot create an event loop: {e}"))?;
+        let waker = Waker::new(poll.registry(), WAKE)
+            .map_err(|e| format!("cannot create an event-loop waker: {e}"))?;
+        polls.push(poll);
+        wakers.push(waker);
+    }
+    let mut co = Coordinator {
+        config: Arc::clone(&config),
+        shared: Arc::clone(&shared),
+        wakers,
+        handles: Vec::new(),
+        progress: config.progress && std::io::stderr().is_terminal(),
+        last_progress: Instant::now(),
+        problems: Vec::new(),
+        aborted: false,
+        last_proc_check: Instant::now(),
+    };
+    for (t, poll) in polls.into_iter().enumerate() {
+        let worker = Worker::new(t, Arc::clone(&config), Arc::clone(&shared), poll, run_id);
+        let spawned = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || worker.run());
+        match spawned {
+            Ok(h) => co.handles.push(h),
+            Err(e) => {
+                co.finish();
+                return Err(format!("cannot start harness thread: {e}"));
+            }
+        }
+    }
+    Ok(co.run())
+}
+
+/// A run id from the clock and pid: keeps names, rooms and markers of concurrent runs
+/// against one server apart.
+fn run_id() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (nanos ^ std::process::id().rotate_left(12)) & 0xff_ffff
+}
+
+/// Drives the workers through the phases and collects the report.
+struct Coordinator {
+    config: Arc<BenchConfig>,
+    shared: Arc<Shared>,
+    wakers: Vec<Waker>,
+    handles: Vec<JoinHandle<WorkerResult>>,
+    progress: bool,
+    last_progress: Instant,
+    problems: Vec<String>,
+    aborted: bool,
+    last_proc_check: Instant,
+}
+
+/// How long past a phase's own bound the coordinator waits before declaring the
+/// harness stuck (a worker bug; never expected).
+const PHASE_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the coordinator checks on the workers.
+const TICK: Duration = Duration::from_millis(2);
+
+impl Coordinator {
+    fn run(mut self) -> Report {
+        let c = Arc::clone(&self.config);
+        let pid = c.server_pid;
+        let cpu0 = pid.and_then(server_proc::cpu_seconds);
+        let rss_before = pid.and_then(server_proc::rss_bytes);
+        if let Some(pid) = pid {
+            if rss_before.is_none() {
+                self.abort(format!("server process {pid} not found in /proc"));
+            } else if server_proc::listens_on(pid, c.addr) == Some(false) {
+                self.problems.push(format!(
+                    "process {pid} does not listen on {}: its memory and CPU are not the \
+                     server's (a wrapper shell or `cargo run`? give the server's own pid)",
+                    c.addr
+                ));
+            }
+        }
+        let own_cpu0 = server_proc::own_cpu_seconds();
+
+        let connect_secs = self.phase(Phase::Connect, c.phase_timeout);
+        let connected = self.sum(|p| p.connected.load(Ordering::Relaxed));
+        if !self.aborted && connected == 0 {
+            let why = self.first_failure();
+            self.abort(format!(
+                "no connection to {} could be established{why}",
+                c.addr
+            ));
+        }
+        let join_secs = if self.aborted {
+            0.0
+        } else {
+            self.phase(Phase::Join, c.phase_timeout + c.settle)
+        };
+        let joined = self.sum(|p| p.joined.load(Ordering::Relaxed));
+        if !self.aborted && joined == 0 {
+            let why = self.first_failure();
+            self.abort(format!("no client could join{why}"));
+        }
+
+        let mut idle_secs = 0.0;
+        if !self.aborted && !c.idle.is_zero() {
+            self.phase(Phase::Idle, Duration::ZERO);
+            let start = Instant::now();
+            while !self.aborted && start.elapsed() < c.idle {
+                self.tick(Phase::Idle);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            idle_secs = start.elapsed().as_secs_f64();
+        }
+        let rss_joined = pid.and_then(server_proc::rss_bytes);
+
+        let mut steady_secs = 0.0;
+        let mut drain_secs = 0.0;
+        let mut steady_start = None;
+        let mut cpu_load0 = None;
+        let loaded = c.senders > 0 && !c.duration.is_zero();
+        if !self.aborted && loaded {
+            cpu_load0 = pid.and_then(server_proc::cpu_seconds);
+            // Start a moment ahead so every worker sees the same time zero.
+            let start = Instant::now() + Duration::from_millis(5);
+            let start_us = start.duration_since(self.shared.epoch).as_micros() as u64;
+            self.shared
+                .steady_start_us
+                .store(start_us, Ordering::Relaxed);
+            steady_start = Some(start);
+            steady_secs = self.phase(Phase::Steady, c.duration);
+            // Runs even after an abort: it counts what was expected.
+            drain_secs = self.phase(Phase::Drain, c.drain_timeout);
+        }
+        let cpu_end = pid.and_then(server_proc::cpu_seconds);
+        if !self.aborted && c.stalled > 0 {
+            self.phase(Phase::Stall, Duration::from_secs(3));
+        }
+        let rss_after = pid.and_then(server_proc::rss_bytes);
+        let results = self.finish();
+
+        let mut r = Report {
+            addr: c.addr.to_string(),
+            dialect: c.dialect.as_str(),
+            clients: c.clients,
+            stalled: c.stalled,
+            rooms: c.rooms,
+            senders: c.senders,
+            rate_per_sender: c.rate,
+            payload: c.payload,
+            threads: c.threads,
+            source_ips: c.source_ips.len(),
+            established: 0,
+            connect_failed: 0,
+            joined: 0,
+            join_failed: 0,
+            closed_by_server: 0,
+            failures: Vec::new(),
+            server_errors: 0,
+            server_error_samples: Vec::new(),
+            connect_secs,
+            join_secs,
+            idle_secs,
+            steady_secs,
+            drain_secs,
+            sent: 0,
+            send_skipped: 0,
+            expected: 0,
+            received: 0,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            misrouted: 0,
+            echoes: 0,
+            deliveries_per_sec: 0.0,
+            latency: None,
+            stalled_evicted: 0,
+            server: None,
+            harness_cpu_secs: server_proc::own_cpu_seconds() - own_cpu0,
+            problems: Vec::new(),
+        };
+        let mut hist = worker::new_histogram();
+        let mut failures = std::collections::BTreeMap::new();
+        let mut last_delivery: Option<Instant> = None;
+        for w in &results {
+            r.established += w.connected;
+            r.connect_failed += w.connect_failed;
+            r.joined += w.joined;
+            r.join_failed += w.join_failed;
+            r.closed_by_server += w.closed_by_server;
+            for (k, v) in &w.failures {
+                *failures.entry(k.clone()).or_insert(0) += v;
+            }
+            r.server_errors += w.server_errors;
+            for s in &w.server_error_samples {
+                if r.server_error_samples.len() < 5 && !r.server_error_samples.contains(s) {
+                    r.server_error_samples.push(s.clone());
+                }
+            }
+            r.sent += w.sent;
+            r.send_skipped += w.send_skipped;
+            r.expected += w.expected;
+            r.received += w.received;
+            r.duplicated += w.duplicated;
+            r.out_of_order += w.out_of_order;
+            r.misrouted += w.misrouted;
+            r.echoes += w.echoes;
+            r.stalled_evicted += w.stalled_evicted;
+            if hist.add(&w.latency).is_err() {
+                self.problems
+                    .push("latency histograms could not be merged".into());
+            }
+            last_delivery = last_delivery.max(w.last_delivery);
+        }
+        let mut failures: Vec<(String, u64)> = failures.into_iter().collect();
+        failures.sort_by_key(|f| std::cmp::Reverse(f.1));
+        r.failures = failures;
+        r.lost = r.expected.saturating_sub(r.received);
+        if let (Some(start), Some(last)) = (steady_start, last_delivery) {
+            let secs = last.saturating_duration_since(start).as_secs_f64();
+            if secs > 0.0 {
+                r.deliveries_per_sec = r.received as f64 / secs;
+            }
+        }
+        if !hist.is_empty() {
+            r.latency = Some(Latency {
+                count: hist.len(),
+                mean_us: hist.mean(),
+                p50_us: hist.value_at_quantile(0.50),
+                p90_us: hist.value_at_quantile(0.90),
+                p99_us: hist.value_at_quantile(0.99),
+                p999_us: hist.value_at_quantile(0.999),
+                max_us: hist.max(),
+            });
+        }
+        if let Some(pid) = pid {
+            let alive = rss_after.is_some();
+            let rss_per_conn = match (rss_before, rss_joined) {
+                (Some(b), Some(j)) if r.joined > 0 => Some((j as f64 - b as f64) / r.joined as f64),
+                _ => None,
+            };
+            r.server = Some(ServerStats {
+                pid,
+                rss_before,
+                rss_joined,
+                rss_after,
+                rss_per_conn,
+                cpu_secs: cpu0.zip(cpu_end).map(|(a, b)| b - a),
+                cpu_load_secs: cpu_load0.zip(cpu_end).map(|(a, b)| b - a),
+                alive_at_end: alive,
+                writes_per_delivery: None,
+            });
+            if !alive {
+                self.problems
+                    .push(format!("the server process {pid} was gone at the end"));
+            }
+        }
+        r.problems = self.problems_for(&r);
+        r
+    }
+
+    /// Lists what went wrong, coordinator problems first.
+    fn problems_for(&mut self, r: &Report) -> Vec<String> {
+        let mut p = std::mem::take(&mut self.problems);
+        if r.connect_failed > 0 {
+            p.push(format!("{} connection(s) failed", r.connect_failed));
+        }
+        if r.join_failed > 0 {
+            p.push(format!("{} client(s) could not join", r.join_failed));
+        }
+        if r.closed_by_server > 0 {
+            p.push(format!(
+                "the server closed {} measured connection(s)",
+                r.closed_by_server
+            ));
+        }
+        if r.lost > 0 {
+            p.push(format!(
+                "{} of {} deliveries lost (not received before the drain ended)",
+                r.lost, r.expected
+            ));
+        }
+        if r.duplicated > 0 {
+            p.push(format!("{} deliveries duplicated", r.duplicated));
+        }
+        if r.out_of_order > 0 {
+            p.push(format!("{} deliveries out of order", r.out_of_order));
+        }
+        if r.misrouted > 0 {
+            p.push(format!(
+                "{} deliveries reached a client outside the sender's room",
+                r.misrouted
+            ));
+        }
+        if r.send_skipped > 0 {
+            p.push(format!(
+                "{} messages not sent (sender gone, or the server stopped reading from it)",
+                r.send_skipped
+            ));
+        }
+        p
+    }
+
+    /// Runs one phase: announce it, wait until every worker is done (or the phase's
+    /// bound plus a grace period passes), return its length in seconds.
+    fn phase(&mut self, p: Phase, bound: Duration) -> f64 {
+        let start = Instant::now();
+        let start_us = start.duration_since(self.shared.epoch).as_micros() as u64;
+        self.shared.set_phase(p);
+        self.wake();
+        let hard = start + bound + PHASE_GRACE;
+        loop {
+            if self.shared.workers.iter().all(|w| w.done_phase() >= p) {
+                break;
+            }
+            if Instant::now() > hard {
+                self.abort(format!(
+                    "the {} phase did not end within {:?} (harness stuck)",
+                    p.name(),
+                    bound + PHASE_GRACE
+                ));
+                break;
+            }
+            if self.handles.iter().any(|h| h.is_finished()) {
+                self.abort("a harness thread stopped unexpectedly".into());
+                break;
+            }
+            self.tick(p);
+            std::thread::sleep(TICK);
+        }
+        let end_us = self
+            .shared
+            .workers
+            .iter()
+            .map(|w| w.done_at_us.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(start_us);
+        Duration::from_micros(end_us.saturating_sub(start_us)).as_secs_f64()
+    }
+
+    /// Checks for Ctrl-C, a vanished server or connections, and updates progress.
+    fn tick(&mut self, p: Phase) {
+        if let Some(flag) = &self.config.interrupt
+            && flag.load(Ordering::Relaxed)
+            && !self.aborted
+        {
+            self.abort("interrupted".into());
+        }
+        if !self.aborted
+            && let Some(pid) = self.config.server_pid
+            && self.last_proc_check.elapsed() >= Duration::from_millis(100)
+        {
+            self.last_proc_check = Instant::now();
+            if server_proc::rss_bytes(pid).is_none() {
+                self.abort(format!("the server process {pid} exited during the run"));
+            }
+        }
+        if !self.aborted && p >= Phase::Idle && p <= Phase::Drain {
+            // Workers publish `live` every loop turn: all at zero after some clients
+            // joined means the server closed every connection (or went away).
+            let live = self.sum(|w| w.live.load(Ordering::Relaxed));
+            let joined = self.sum(|w| w.joined.load(Ordering::Relaxed));
+            if live == 0 && joined > 0 {
+                self.abort("the server closed every connection".into());
+            }
+        }
+        if self.progress && self.last_progress.elapsed() >= Duration::from_millis(500) {
+            self.last_progress = Instant::now();
+            let c = &self.config;
+            let line = format!(
+                "[{}] connected {}/{} (failed {}), joined {}, sent {}, received {}",
+                p.name(),
+                self.sum(|w| w.connected.load(Ordering::Relaxed)),
+                c.connections(),
+                self.sum(|w| w.connect_failed.load(Ordering::Relaxed)),
+                self.sum(|w| w.joined.load(Ordering::Relaxed)),
+                self.sum(|w| w.sent.load(Ordering::Relaxed)),
+                self.sum(|w| w.received.load(Ordering::Relaxed)),
+            );
+            eprint!("\r{line:<100}");
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&worker::Progress) -> u64) -> u64 {
+        self.shared.workers.iter().map(f).sum()
+    }
+
+    /// `: <reason>` for the first connect or join failure any worker saw.
+    fn first_failure(&self) -> String {
+        match self.shared.first_failure.lock() {
+            Ok(g) => g.as_ref().map(|f| format!(": {f}")).unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn abort(&mut self, why: String) {
+        if !self.aborted {
+            self.aborted = true;
+            self.shared.abort.store(true, Ordering::Relaxed);
+            self.wake();
+            self.problems.push(format!("run cut short: {why}"));
+        }
+    }
+
+    fn wake(&self) {
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+    }
+
+    /// Tells the workers to close everything and collects their results.
+    fn finish(&mut self) -> Vec<WorkerResult> {
+        self.shared.set_phase(Phase::Finish);
+        self.wake();
+        if self.progress {
+            eprint!("\r{:100}\r", "");
+        }
+        let mut results = Vec::new();
+        for h in self.handles.drain(..) {
+            match h.join() {
+                Ok(r) => results.push(r),
+                Err(_) => self.problems.push("a harness thread panicked".into()),
+            }
+        }
+        results
+    }
 }

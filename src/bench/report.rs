@@ -1,0 +1,537 @@
+//! The result of a run: one plain struct ([`Report`]) that tests assert on, printed as a
+//! table for people ([`Report`]'s `Display`) and as JSON for machines
+//! ([`Report::to_json`], written by hand: the shape is small and fixed).
+
+use std::fmt::{self, Write as _};
+
+/// Latency percentiles of delivered messages, in microseconds, from an HdrHistogram
+/// (3 significant digits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Deliveries measured.
+    pub count: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// What `/proc` said about the server process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerStats {
+    /// Its process id.
+    pub pid: u32,
+    /// Resident memory before the first connect, bytes.
+    pub rss_before: Option<u64>,
+    /// Resident memory with every client joined (after the idle phase, if any), bytes.
+    pub rss_joined: Option<u64>,
+    /// Resident memory after the load and drain, bytes.
+    pub rss_after: Option<u64>,
+    /// (rss_joined - rss_before) / joined connections, bytes.
+    pub rss_per_conn: Option<f64>,
+    /// CPU seconds (user + system) over the whole run.
+    pub cpu_secs: Option<f64>,
+    /// CPU seconds during the steady and drain phases.
+    pub cpu_load_secs: Option<f64>,
+    /// Whether the process still ran at the end.
+    pub alive_at_end: bool,
+    /// Write syscalls per delivery, from a spawned loopchat's summary log lines.
+    pub writes_per_delivery: Option<f64>,
+}
+
+/// Everything a run measured. Counts cover the measured clients; `--stalled` clients
+/// appear only in `stalled` and `stalled_evicted`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Server address.
+    pub addr: String,
+    /// `frames` or `lines`.
+    pub dialect: &'static str,
+    /// Measured clients asked for.
+    pub clients: usize,
+    /// Non-reading clients asked for.
+    pub stalled: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Senders.
+    pub senders: usize,
+    /// Messages per second per sender.
+    pub rate_per_sender: f64,
+    /// Message text bytes.
+    pub payload: usize,
+    /// Harness threads.
+    pub threads: usize,
+    /// Source addresses used (0: the kernel's choice).
+    pub source_ips: usize,
+
+    /// Connections established (stalled ones included).
+    pub established: u64,
+    /// Connections that failed or timed out.
+    pub connect_failed: u64,
+    /// Connections that joined (stalled ones included).
+    pub joined: u64,
+    /// Connections that could not join.
+    pub join_failed: u64,
+    /// Measured connections the server closed after they joined.
+    pub closed_by_server: u64,
+    /// Why connections failed or closed, with counts, most frequent first.
+    pub failures: Vec<(String, u64)>,
+    /// `ERROR:` lines received.
+    pub server_errors: u64,
+    /// The first few distinct `ERROR:` lines.
+    pub server_error_samples: Vec<String>,
+
+    /// Connect phase, seconds.
+    pub connect_secs: f64,
+    /// Join phase, seconds.
+    pub join_secs: f64,
+    /// Idle phase, seconds.
+    pub idle_secs: f64,
+    /// Steady phase, seconds.
+    pub steady_secs: f64,
+    /// Drain phase, seconds.
+    pub drain_secs: f64,
+
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages not sent because the sender's connection was gone or its output backed up.
+    pub send_skipped: u64,
+    /// Deliveries expected: for each message, its room's joined members minus the sender.
+    pub expected: u64,
+    /// Distinct deliveries received.
+    pub received: u64,
+    /// expected - received.
+    pub lost: u64,
+    /// Copies of a delivery already received.
+    pub duplicated: u64,
+    /// Deliveries that arrived after a later one from the same sender.
+    pub out_of_order: u64,
+    /// Deliveries to a client outside the sender's room.
+    pub misrouted: u64,
+    /// A sender's own messages sent back to it.
+    pub echoes: u64,
+    /// Distinct deliveries per second, from the start of the load to the last delivery.
+    pub deliveries_per_sec: f64,
+    /// Latency of distinct deliveries (None if there were none).
+    pub latency: Option<Latency>,
+
+    /// Non-reading clients that the server closed.
+    pub stalled_evicted: u64,
+    /// The server process, when its pid was known.
+    pub server: Option<ServerStats>,
+    /// CPU seconds the harness itself used.
+    pub harness_cpu_secs: f64,
+    /// Why the run is not clean; empty means exit status 0.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// Whether the run was clean: everyone connected and joined, nothing lost,
+    /// duplicated, reordered or misrouted, and no phase was cut short.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        let mut j = Json::default();
+        j.open();
+        j.str("addr", &self.addr);
+        j.str("dialect", self.dialect);
+        j.num("clients", self.clients as f64);
+        j.num("stalled", self.stalled as f64);
+        j.num("rooms", self.rooms as f64);
+        j.num("senders", self.senders as f64);
+        j.num("rate_per_sender", self.rate_per_sender);
+        j.num("payload", self.payload as f64);
+        j.num("threads", self.threads as f64);
+        j.num("source_ips", self.source_ips as f64);
+        j.num("established", self.established as f64);
+        j.num("connect_failed", self.connect_failed as f64);
+        j.num("joined", self.joined as f64);
+        j.num("join_failed", self.join_failed as f64);
+        j.num("closed_by_server", self.closed_by_server as f64);
+        j.key("failures");
+        j.open();
+        for (reason, n) in &self.failures {
+            j.num(reason, *n as f64);
+        }
+        j.close();
+        j.num("server_errors", self.server_errors as f64);
+        j.key("server_error_samples");
+        j.list(&self.server_error_samples);
+        j.num("connect_secs", self.connect_secs);
+        j.num("join_secs", self.join_secs);
+        j.num("idle_secs", self.idle_secs);
+        j.num("steady_secs", self.steady_secs);
+        j.num("drain_secs", self.drain_secs);
+        j.num("sent", self.sent as f64);
+        j.num("send_skipped", self.send_skipped as f64);
+        j.num("expected", self.expected as f64);
+        j.num("received", self.received as f64);
+        j.num("lost", self.lost as f64);
+        j.num("duplicated", self.duplicated as f64);
+        j.num("out_of_order", self.out_of_order as f64);
+        j.num("misrouted", self.misrouted as f64);
+        j.num("echoes", self.echoes as f64);
+        j.num("deliveries_per_sec", self.deliveries_per_sec);
+        j.key("latency_us");
+        match &self.latency {
+            Some(l) => {
+                j.open();
+                j.num("count", l.count as f64);
+                j.num("mean", l.mean_us);
+                j.num("p50", l.p50_us as f64);
+                j.num("p90", l.p90_us as f64);
+                j.num("p99", l.p99_us as f64);
+                j.num("p99.9", l.p999_us as f64);
+                j.num("max", l.max_us as f64);
+                j.close();
+            }
+            None => j.null(),
+        }
+        j.num("stalled_evicted", self.stalled_evicted as f64);
+        j.key("server");
+        match &self.server {
+            Some(s) => {
+                j.open();
+                j.num("pid", f64::from(s.pid));
+                j.opt("rss_before", s.rss_before.map(|v| v as f64));
+                j.opt("rss_joined", s.rss_joined.map(|v| v as f64));
+                j.opt("rss_after", s.rss_after.map(|v| v as f64));
+                j.opt("rss_per_conn", s.rss_per_conn);
+                j.opt("cpu_secs", s.cpu_secs);
+                j.opt("cpu_load_secs", s.cpu_load_secs);
+                j.opt("writes_per_delivery", s.writes_per_delivery);
+                j.key("alive_at_end");
+                j.raw(if s.alive_at_end { "true" } else { "false" });
+                j.close();
+            }
+            None => j.null(),
+        }
+        j.num("harness_cpu_secs", self.harness_cpu_secs);
+        j.key("ok");
+        j.raw(if self.ok() { "true" } else { "false" });
+        j.key("problems");
+        j.list(&self.problems);
+        j.close();
+        j.out.push('\n');
+        j.out
+    }
+}
+
+/// A minimal JSON writer: objects, numbers, strings, lists of strings.
+#[derive(Default)]
+struct Json {
+    out: String,
+    /// Whether the current object already has a member (a comma is due).
+    comma: Vec<bool>,
+}
+
+impl Json {
+    fn open(&mut self) {
+        self.out.push('{');
+        self.comma.push(false);
+    }
+    fn close(&mut self) {
+        self.out.push('}');
+        self.comma.pop();
+    }
+    fn key(&mut self, k: &str) {
+        if let Some(c) = self.comma.last_mut() {
+            if *c {
+                self.out.push(',');
+            }
+            *c = true;
+        }
+        self.string(k);
+        self.out.push(':');
+    }
+    fn raw(&mut self, v: &str) {
+        self.out.push_str(v);
+    }
+    fn null(&mut self) {
+        self.out.push_str("null");
+    }
+    fn num(&mut self, k: &str, v: f64) {
+        self.key(k);
+        if !v.is_finite() {
+            self.null();
+        } else if v.fract() == 0.0 && v.abs() < 1e15 {
+            let _ = write!(self.out, "{}", v as i64);
+        } else {
+            let _ = write!(self.out, "{v:.6}");
+        }
+    }
+    fn opt(&mut self, k: &str, v: Option<f64>) {
+        match v {
+            Some(v) => self.num(k, v),
+            None => {
+                self.key(k);
+                self.null();
+            }
+        }
+    }
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        self.string(v);
+    }
+    fn list(&mut self, items: &[String]) {
+        self.out.push('[');
+        for (i, s) in items.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.string(s);
+        }
+        self.out.push(']');
+    }
+    fn string(&mut self, s: &str) {
+        self.out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => self.out.push_str("\\\""),
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.out, "\\u{:04x}", c as u32);
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+    }
+}
+
+/// Formats a byte count as KiB/MiB/GiB.
+fn bytes(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", v / (1024.0 * 1024.0 * 1024.0))
+    } else if a >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", v / (1024.0 * 1024.0))
+    } else if a >= 1024.0 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else {
+        format!("{v:.0} B")
+    }
+}
+
+/// Formats microseconds as milliseconds.
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn opt_bytes(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".into(), |v| bytes(v as f64))
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<14}{v}");
+        writeln!(
+            f,
+            "loopchat bench: {} ({}), {} clients{} in {} room(s), {}, {} thread(s), {} source \
+             address(es)",
+            self.addr,
+            self.dialect,
+            self.clients,
+            if self.stalled > 0 {
+                format!(" + {} stalled", self.stalled)
+            } else {
+                String::new()
+            },
+            self.rooms,
+            if self.senders > 0 && self.steady_secs > 0.0 {
+                format!(
+                    "{} sender(s) x {:.1} msg/s, {}-byte texts",
+                    self.senders, self.rate_per_sender, self.payload
+                )
+            } else {
+                "no message load".to_string()
+            },
+            self.threads,
+            self.source_ips,
+        )?;
+        let total = self.clients + self.stalled;
+        row(
+            f,
+            "connections",
+            format!(
+                "{}/{total} established, {} failed; {} joined, {} failed to join; {} closed by server",
+                self.established,
+                self.connect_failed,
+                self.joined,
+                self.join_failed,
+                self.closed_by_server
+            ),
+        )?;
+        row(
+            f,
+            "phases",
+            format!(
+                "connect {:.3} s, join {:.3} s (total {:.3} s), idle {:.1} s, load {:.2} s, drain {:.3} s",
+                self.connect_secs,
+                self.join_secs,
+                self.connect_secs + self.join_secs,
+                self.idle_secs,
+                self.steady_secs,
+                self.drain_secs
+            ),
+        )?;
+        let send_rate = if self.steady_secs > 0.0 {
+            self.sent as f64 / self.steady_secs
+        } else {
+            0.0
+        };
+        row(
+            f,
+            "messages",
+            format!(
+                "{} sent ({send_rate:.0}/s), {} skipped",
+                self.sent, self.send_skipped
+            ),
+        )?;
+        row(
+            f,
+            "deliveries",
+            format!(
+                "{} expected, {} received, {} lost, {} duplicated, {} out of order, {} misrouted{}",
+                self.expected,
+                self.received,
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.misrouted,
+                if self.echoes > 0 {
+                    format!(", {} echoes", self.echoes)
+                } else {
+                    String::new()
+                }
+            ),
+        )?;
+        row(
+            f,
+            "throughput",
+            format!("{:.0} deliveries/s", self.deliveries_per_sec),
+        )?;
+        match &self.latency {
+            Some(l) => row(
+                f,
+                "latency ms",
+                format!(
+                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.3})",
+                    ms(l.p50_us),
+                    ms(l.p90_us),
+                    ms(l.p99_us),
+                    ms(l.p999_us),
+                    ms(l.max_us),
+                    l.mean_us / 1000.0
+                ),
+            )?,
+            None => row(f, "latency ms", "no deliveries".into())?,
+        }
+        if self.stalled > 0 {
+            row(
+                f,
+                "stalled",
+                format!(
+                    "{} of {} non-reading clients evicted by the server",
+                    self.stalled_evicted, self.stalled
+                ),
+            )?;
+        }
+        if let Some(s) = &self.server {
+            row(
+                f,
+                "server RSS",
+                format!(
+                    "pid {}: {} before, {} joined, {} after; {} per connection",
+                    s.pid,
+                    opt_bytes(s.rss_before),
+                    opt_bytes(s.rss_joined),
+                    opt_bytes(s.rss_after),
+                    s.rss_per_conn.map_or_else(|| "?".into(), bytes),
+                ),
+            )?;
+            let cpu = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.2}"));
+            let load = match s.cpu_load_secs {
+                Some(v) => format!(", {v:.2} during load+drain"),
+                None => String::new(),
+            };
+            let exited = if s.alive_at_end {
+                ""
+            } else {
+                " (server exited)"
+            };
+            row(
+                f,
+                "server CPU s",
+                format!("{} total{load}{exited}", cpu(s.cpu_secs)),
+            )?;
+            if let Some(w) = s.writes_per_delivery {
+                row(
+                    f,
+                    "server writes",
+                    format!("{w:.3} write syscalls per delivery"),
+                )?;
+            }
+        }
+        row(f, "harness CPU s", format!("{:.2}", self.harness_cpu_secs))?;
+        if self.server_errors > 0 {
+            row(
+                f,
+                "server errors",
+                format!(
+                    "{} ERROR: lines, e.g. {}",
+                    self.server_errors,
+                    self.server_error_samples.join(" | ")
+                ),
+            )?;
+        }
+        for (reason, n) in &self.failures {
+            row(f, "failure", format!("{n} x {reason}"))?;
+        }
+        if self.problems.is_empty() {
+            row(f, "result", "ok".into())?;
+        } else {
+            for p in &self.problems {
+                row(f, "PROBLEM", p.clone())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_escapes_and_nests() {
+        let mut j = Json::default();
+        j.open();
+        j.str("a", "x\"y\n");
+        j.num("n", 2.0);
+        j.num("f", 0.5);
+        j.key("o");
+        j.open();
+        j.opt("none", None);
+        j.close();
+        j.key("l");
+        j.list(&["p".into(), "q".into()]);
+        j.close();
+        assert_eq!(
+            j.out,
+            r#"{"a":"x\"y\n","n":2,"f":0.500000,"o":{"none":null},"l":["p","q"]}"#
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! The server as a process: its memory and CPU time from `/proc`, and starting and
+//! stopping a `loopchat server` for a run (`--spawn-server`, `benches/load.rs`).
+//!
+//! Nothing here talks to the server over the network except the readiness probe.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Flags that lift loopchat's abuse limits, so one loopback address can open thousands
+/// of connections and send as fast as it likes.
+pub const LIFT_LIMITS: [&str; 8] = [
+    "--rate",
+    "0",
+    "--connect-rate",
+    "0",
+    "--max-conns-per-ip",
+    "0",
+    "--max-strikes",
+    "0",
+];
+
+/// Resident memory of `pid` in bytes (VmRSS), or `None` if the process is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// User plus system CPU seconds `pid` has used, or `None` if the process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields
+    // after the last ')'. utime and stime are fields 14 and 15 overall.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// Whether process `pid` holds a socket listening on `addr`'s port: a check that
+/// `--server-pid` names the server itself, not a wrapper shell or `cargo run`. `None`
+/// when /proc cannot tell (no permission to read its fds, not Linux).
+pub fn listens_on(pid: u32, addr: SocketAddr) -> Option<bool> {
+    let port = format!(":{:04X}", addr.port());
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1, state field 3 (0A = LISTEN), inode field 9.
+            if f.len() > 9 && f[1].ends_with(&port) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let found = fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    });
+    Some(found)
+}
+
+/// CPU seconds this process (the harness, all threads) has used.
+pub fn own_cpu_seconds() -> f64 {
+    cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Adds up the `<n> deliveries, <m> writes` counts of loopchat's periodic summary lines
+/// in a server log: `(deliveries, writes)`, or `None` if the log has no such line.
+pub fn summary_writes(log: &str) -> Option<(u64, u64)> {
+    let mut found = None;
+    for line in log.lines().filter(|l| l.contains("summary:")) {
+        let num_before = |word: &str| -> Option<u64> {
+            let end = line.find(word)?;
+            line[..end].rsplit(' ').next()?.parse().ok()
+        };
+        if let (Some(d), Some(w)) = (num_before(" deliveries,"), num_before(" writes (")) {
+            let (td, tw) = found.unwrap_or((0, 0));
+            found = Some((td + d, tw + w));
+        }
+    }
+    found
+}
+
+/// A `loopchat server` child process, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct SpawnedServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl SpawnedServer {
+    /// Starts `exe server 127.0.0.1:<free port>` with the abuse limits lifted, a summary
+    /// line every second (unless `extra` sets `--summary-interval`), plus `extra` flags,
+    /// and waits (at most 10 s) until it accepts connections. Its log goes to `log` if
+    /// given, else is discarded.
+    pub fn start(exe: &Path, extra: &[String], log: Option<&Path>) -> io::Result<SpawnedServer> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stderr = match log {
+            Some(p) => Stdio::from(std::fs::File::create(p)?),
+            None => Stdio::null(),
+        };
+        let summary: &[&str] = if extra.iter().any(|a| a.starts_with("--summary-interval")) {
+            &[]
+        } else {
+            &["--summary-interval", "1s"]
+        };
+        let child = Command::new(exe)
+            .arg("server")
+            .arg(addr.to_string())
+            .args(LIFT_LIMITS)
+            .args(summary)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display()))
+            })?;
+        let mut server = SpawnedServer { child, addr };
+        server.wait_ready(Duration::from_secs(10))?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "the spawned server exited at once ({status}); run it by hand to see why"
+                )));
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the spawned server did not listen on {} within {limit:?}",
+                        self.addr
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Asks it to shut down (SIGTERM) and waits up to `grace`, then kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        if !self.is_running() {
+            return;
+        }
+        // SAFETY: sending a signal to our own child, whose pid we hold and have not reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(3));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_and_cpu() {
+        let pid = std::process::id();
+        assert!(rss_bytes(pid).unwrap() > 0);
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        assert_eq!(rss_bytes(u32::MAX), None);
+    }
+
+    #[test]
+    fn finds_who_listens() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(listens_on(std::process::id(), addr), Some(true));
+        drop(l);
+        assert_ne!(listens_on(std::process::id(), addr), Some(true));
+    }
+
+    #[test]
+    fn sums_the_summary_lines() {
+        let log = "x INFO summary: 5 clients (5 named), 1 rooms; last 1s: 0 accepted, 0 refused, \
+                   0 closed, 10 lines in, 90 deliveries, 45 writes (0.500 per delivery), 0 \
+                   rate-limited, 0 evicted; 0 bans\n\
+                   y INFO summary: ... 10 deliveries, 5 writes (0.500 per delivery) ...\n\
+                   z INFO shut down: 5 connections closed\n";
+        assert_eq!(summary_writes(log), Some((100, 50)));
+        assert_eq!(summary_writes("nothing here"), None);
+    }
+}

@@ -1,0 +1,1153 @@
+//! One harness thread: a mio loop over its share of the client connections, walking
+//! through the phases the coordinator (`bench::run_bench`) announces.
+//!
+//! It owns the sockets and everything per client: connect with bounded concurrency from
+//! the source addresses, join and wait for the server's answer, send paced messages,
+//! receive and classify deliveries, notice closes. It does not own phase order or
+//! timing of the run as a whole, and never blocks: between phases it keeps reading, so
+//! the server never waits on the harness.
+//!
+//! Clients are numbered globally; client `i` lives in worker `i % threads`. Client `i`
+//! (measured) is in room `i % rooms`; senders are clients `0..senders`, so sender `s` is
+//! the `s / rooms`-th sender of its room. Stalled clients come after the measured ones.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::config::{BenchConfig, BenchDialect};
+use super::marker::{Marker, Needle, Seen, SeqTrack};
+use crate::codec::{LineError, LineReader};
+
+/// The phases of a run, in order. The coordinator moves every worker to the next one
+/// when all have finished the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    /// Not started.
+    Start = 0,
+    /// Open the connections.
+    Connect = 1,
+    /// Take names and rooms.
+    Join = 2,
+    /// Hold the connections (the coordinator samples server memory).
+    Idle = 3,
+    /// Send at the set rate.
+    Steady = 4,
+    /// Wait for outstanding deliveries.
+    Drain = 5,
+    /// Read the stalled clients to see whether the server evicted them.
+    Stall = 6,
+    /// Close everything and report.
+    Finish = 7,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Connect,
+            2 => Phase::Join,
+            3 => Phase::Idle,
+            4 => Phase::Steady,
+            5 => Phase::Drain,
+            6 => Phase::Stall,
+            7 => Phase::Finish,
+            _ => Phase::Start,
+        }
+    }
+
+    /// Lower-case name, for progress lines and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::Connect => "connect",
+            Phase::Join => "join",
+            Phase::Idle => "idle",
+            Phase::Steady => "load",
+            Phase::Drain => "drain",
+            Phase::Stall => "stalled",
+            Phase::Finish => "finish",
+        }
+    }
+}
+
+/// State every worker and the coordinator share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current phase (a `Phase` as u8).
+    phase: AtomicU8,
+    /// Set by the coordinator to cut the run short (Ctrl-C, server gone).
+    pub abort: AtomicBool,
+    /// The run's time zero: send times are microseconds since this.
+    pub epoch: Instant,
+    /// Start of the steady phase, microseconds since `epoch` (set before the phase).
+    pub steady_start_us: AtomicU64,
+    /// Messages sent per room (each worker adds its senders' counts after the load).
+    pub room_sent: Vec<AtomicU64>,
+    /// Per-worker counters the coordinator reads for progress and phase completion.
+    pub workers: Vec<Progress>,
+    /// The first connect or join failure any worker saw, for the coordinator's message
+    /// when nobody got in.
+    pub first_failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Shared state for `threads` workers and `rooms` rooms.
+    pub fn new(threads: usize, rooms: usize) -> Shared {
+        Shared {
+            phase: AtomicU8::new(Phase::Start as u8),
+            abort: AtomicBool::new(false),
+            epoch: Instant::now(),
+            steady_start_us: AtomicU64::new(0),
+            room_sent: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            workers: (0..threads).map(|_| Progress::default()).collect(),
+            first_failure: Mutex::new(None),
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Relaxed))
+    }
+
+    /// Announces the next phase (the caller then wakes the workers).
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Relaxed);
+    }
+}
+
+/// One worker's counters, updated once per loop iteration.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The last phase this worker finished.
+    pub done: AtomicU8,
+    /// When it finished it, microseconds since the epoch.
+    pub done_at_us: AtomicU64,
+    /// Connections established.
+    pub connected: AtomicU64,
+    /// Connections that failed.
+    pub connect_failed: AtomicU64,
+    /// Clients joined.
+    pub joined: AtomicU64,
+    /// Open connections.
+    pub live: AtomicU64,
+    /// Messages sent.
+    pub sent: AtomicU64,
+    /// Distinct deliveries received.
+    pub received: AtomicU64,
+}
+
+impl Progress {
+    /// The last phase this worker finished.
+    pub fn done_phase(&self) -> Phase {
+        Phase::from_u8(self.done.load(Relaxed))
+    }
+}
+
+/// What one worker measured; the coordinator adds these up.
+#[derive(Debug)]
+pub struct WorkerResult {
+    /// Connections established.
+    pub connected: u64,
+    /// Connections that failed.
+    pub connect_failed: u64,
+    /// Clients joined.
+    pub joined: u64,
+    /// Clients that could not join.
+    pub join_failed: u64,
+    /// Measured clients closed by the server after joining.
+    pub closed_by_server: u64,
+    /// Reasons for failures and closes, with counts.
+    pub failures: BTreeMap<String, u64>,
+    /// `ERROR:` lines received.
+    pub server_errors: u64,
+    /// First distinct `ERROR:` lines.
+    pub server_error_samples: Vec<String>,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages skipped.
+    pub send_skipped: u64,
+    /// Deliveries expected by this worker's receivers.
+    pub expected: u64,
+    /// Distinct deliveries.
+    pub received: u64,
+    /// Duplicates.
+    pub duplicated: u64,
+    /// Out of order.
+    pub out_of_order: u64,
+    /// Misrouted.
+    pub misrouted: u64,
+    /// Echoes of a sender's own messages.
+    pub echoes: u64,
+    /// Latency histogram, microseconds.
+    pub latency: Histogram<u64>,
+    /// When the last distinct delivery arrived.
+    pub last_delivery: Option<Instant>,
+    /// Stalled clients the server evicted.
+    pub stalled_evicted: u64,
+}
+
+/// Where one client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No socket yet.
+    New,
+    /// Non-blocking connect in progress.
+    Connecting,
+    /// Connected, not joined.
+    Connected,
+    /// Join lines sent, waiting for the server's answer.
+    Joining,
+    /// In its room.
+    Joined,
+    /// Connect or join failed; socket closed.
+    Failed,
+    /// Closed by the server (or an I/O error) after connecting.
+    Closed,
+}
+
+/// One client connection.
+#[derive(Debug)]
+struct Client {
+    /// Global index.
+    id: usize,
+    /// Room index.
+    room: usize,
+    /// Never reads after joining.
+    stalled: bool,
+    state: State,
+    stream: Option<TcpStream>,
+    reader: LineReader,
+    /// Output not yet written, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Whether the join was acknowledged (stays true after a close).
+    joined: bool,
+    /// One tracker per sender in this client's room.
+    tracks: Vec<SeqTrack>,
+    /// Distinct deliveries.
+    unique: u64,
+    /// Messages sent (the last sequence number used).
+    sent: u64,
+    /// Deliveries expected (set when the drain starts).
+    expected: u64,
+    /// Last time a stalled client read something (stall phase).
+    last_data: Option<Instant>,
+}
+
+impl Client {
+    fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
+/// The waker's token; clients use their local index.
+pub const WAKE: Token = Token(usize::MAX);
+
+/// A sender whose unsent output exceeds this skips messages (counted) instead of
+/// queueing without bound when the server stops reading.
+const MAX_SENDER_BACKLOG: usize = 1 << 20;
+
+/// Longest line the harness accepts; longer ones are counted and skipped.
+const MAX_LINE: usize = 1 << 20;
+
+/// Bound on a poll, so the abort flag is seen even without a wake-up.
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// How long the stall phase reads the stalled clients at most, and how long one of them
+/// may be silent before it counts as still connected.
+const STALL_LIMIT: Duration = Duration::from_secs(3);
+const STALL_QUIET: Duration = Duration::from_millis(500);
+
+/// Distinct server error lines kept as samples.
+const MAX_ERROR_SAMPLES: usize = 5;
+
+/// Latency histogram bounds: 1 µs to 1 hour, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, 3_600_000_000, 3) {
+        Ok(h) => h,
+        // The bounds are constants that satisfy the constructor's rules.
+        Err(e) => unreachable!("histogram bounds: {e:?}"),
+    }
+}
+
+/// One harness thread.
+pub struct Worker {
+    index: usize,
+    config: Arc<BenchConfig>,
+    shared: Arc<Shared>,
+    poll: Poll,
+    clients: Vec<Client>,
+    needle: Needle,
+    /// Name prefix (`lb<run>-`) for names and rooms.
+    prefix: String,
+    /// `SERVER:you are now in #<prefix>`: the join answer, room number follows.
+    ack_prefix: Vec<u8>,
+    readbuf: Vec<u8>,
+    line: Vec<u8>,
+
+    phase: Phase,
+    phase_done: bool,
+    deadline: Instant,
+    // connect
+    next_connect: usize,
+    connecting: usize,
+    // join
+    next_join: usize,
+    joining: usize,
+    // steady
+    senders: Vec<usize>,
+    steady_start: Instant,
+    steady_end: Instant,
+    next_msg: u64,
+    /// Messages per second over this worker's senders.
+    local_rate: f64,
+    // drain
+    outstanding: u64,
+    /// Open sockets.
+    live: u64,
+
+    r: WorkerResult,
+}
+
+impl Worker {
+    /// A worker for thread `index`, owning clients `index, index + threads, …`.
+    pub fn new(
+        index: usize,
+        config: Arc<BenchConfig>,
+        shared: Arc<Shared>,
+        poll: Poll,
+        run_id: u32,
+    ) -> Worker {
+        let c = &config;
+        let total = c.connections();
+        let mut clients = Vec::with_capacity(total / c.threads + 1);
+        let mut id = index;
+        while id < total {
+            let stalled = id >= c.clients;
+            let room = if stalled {
+                (id - c.clients) % c.rooms
+            } else {
+                id % c.rooms
+            };
+            // Senders in room r are r, r + R, r + 2R, … below S.
+            let room_senders = if stalled || room >= c.senders {
+                0
+            } else {
+                (c.senders - room).div_ceil(c.rooms)
+            };
+            clients.push(Client {
+                id,
+                room,
+                stalled,
+                state: State::New,
+                stream: None,
+                reader: LineReader::default(),
+                out: Vec::new(),
+                out_pos: 0,
+                joined: false,
+                tracks: vec![SeqTrack::default(); room_senders],
+                unique: 0,
+                sent: 0,
+                expected: 0,
+                last_data: None,
+            });
+            id += c.threads;
+        }
+        let prefix = format!("lb{:06x}-", run_id & 0xff_ffff);
+        let ack_prefix = format!("SERVER:you are now in #{prefix}").into_bytes();
+        let now = Instant::now();
+        Worker {
+            index,
+            needle: Needle::new(run_id),
+            prefix,
+            ack_prefix,
+            readbuf: vec![0; 64 * 1024],
+            line: Vec::with_capacity(256),
+            phase: Phase::Start,
+            phase_done: false,
+            deadline: now,
+            next_connect: 0,
+            connecting: 0,
+            next_join: 0,
+            joining: 0,
+            senders: Vec::new(),
+            steady_start: now,
+            steady_end: now,
+            next_msg: 0,
+            local_rate: 0.0,
+            outstanding: 0,
+            live: 0,
+            r: WorkerResult {
+                connected: 0,
+                connect_failed: 0,
+                joined: 0,
+                join_failed: 0,
+                closed_by_server: 0,
+                failures: BTreeMap::new(),
+                server_errors: 0,
+                server_error_samples: Vec::new(),
+                sent: 0,
+                send_skipped: 0,
+                expected: 0,
+                received: 0,
+                duplicated: 0,
+                out_of_order: 0,
+                misrouted: 0,
+                echoes: 0,
+                latency: new_histogram(),
+                last_delivery: None,
+                stalled_evicted: 0,
+            },
+            clients,
+            config,
+            shared,
+            poll,
+        }
+    }
+
+    /// Runs the phases until the coordinator says `Finish`, then closes everything.
+    pub fn run(mut self) -> WorkerResult {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let want = self.shared.phase();
+            if want != self.phase {
+                self.phase = want;
+                self.phase_done = false;
+                if want == Phase::Finish {
+                    break;
+                }
+                self.enter(Instant::now());
+            }
+            let now = Instant::now();
+            let mut timeout = MAX_POLL;
+            if !self.phase_done {
+                if let Some(t) = self.step(now) {
+                    timeout = timeout.min(t);
+                }
+                let abort = self.shared.abort.load(Relaxed);
+                if self.complete(now, abort) {
+                    self.phase_done = true;
+                    self.report_done();
+                }
+            }
+            self.publish();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.fail_reason(format!("harness poll failed: {e}"));
+                self.shared.abort.store(true, Relaxed);
+                // Do not spin on a broken poll while the coordinator winds down.
+                std::thread::sleep(MAX_POLL);
+                continue;
+            }
+            for event in events.iter() {
+                if event.token() == WAKE {
+                    continue;
+                }
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let exhaustive = event.is_read_closed() || event.is_error();
+                self.on_event(event.token().0, readable, exhaustive, event.is_writable());
+            }
+        }
+        self.finish()
+    }
+
+    fn report_done(&self) {
+        let p = &self.shared.workers[self.index];
+        let us = self.shared.epoch.elapsed().as_micros() as u64;
+        p.done_at_us.store(us, Relaxed);
+        p.done
+            .store(self.phase as u8, std::sync::atomic::Ordering::Release);
+    }
+
+    fn publish(&self) {
+        let p = &self.shared.workers[self.index];
+        p.connected.store(self.r.connected, Relaxed);
+        p.connect_failed.store(self.r.connect_failed, Relaxed);
+        p.joined.store(self.r.joined, Relaxed);
+        p.sent.store(self.r.sent, Relaxed);
+        p.received.store(self.r.received, Relaxed);
+        p.live.store(self.live, Relaxed);
+    }
+
+    /// Sets up the phase just announced.
+    fn enter(&mut self, now: Instant) {
+        let c = Arc::clone(&self.config);
+        match self.phase {
+            Phase::Connect | Phase::Join => self.deadline = now + c.phase_timeout,
+            Phase::Steady => {
+                let start_us = self.shared.steady_start_us.load(Relaxed);
+                self.steady_start = self.shared.epoch + Duration::from_micros(start_us);
+                self.steady_end = self.steady_start + c.duration;
+                self.senders = (0..self.clients.len())
+                    .filter(|&i| self.clients[i].id < c.senders)
+                    .collect();
+                self.local_rate = self.senders.len() as f64 * c.rate;
+                self.next_msg = 0;
+            }
+            Phase::Drain => self.start_drain(now),
+            Phase::Stall => {
+                self.deadline = now + STALL_LIMIT;
+                for i in 0..self.clients.len() {
+                    if self.clients[i].stalled && self.clients[i].stream.is_some() {
+                        self.clients[i].last_data = Some(now);
+                        self.read(i, true);
+                    }
+                }
+            }
+            Phase::Start | Phase::Idle | Phase::Finish => {}
+        }
+    }
+
+    /// Does the phase's work that is due; returns how long until more is due.
+    fn step(&mut self, now: Instant) -> Option<Duration> {
+        match self.phase {
+            Phase::Connect => {
+                while self.connecting < self.config.concurrency
+                    && self.next_connect < self.clients.len()
+                {
+                    let i = self.next_connect;
+                    self.next_connect += 1;
+                    self.start_connect(i);
+                }
+                Some(self.deadline.saturating_duration_since(now))
+            }
+            Phase::Join => {
+                match self.config.dialect {
+                    BenchDialect::Frames => {
+                        while self.joining < self.config.concurrency
+                            && self.next_join < self.clients.len()
+                        {
+                            let i = self.next_join;
+                            self.next_join += 1;
+                            if self.clients[i].state == State::Connected {
+                                self.send_join(i);
+                            }
+                        }
+                    }
+                    BenchDialect::Lines => {
+                        if self.next_join < self.clients.len() {
+                            for i in self.next_join..self.clients.len() {
+                                if self.clients[i].state == State::Connected {
+                                    self.send_hello(i);
+                                }
+                            }
+                            self.next_join = self.clients.len();
+                            self.deadline = now + self.config.settle;
+                        }
+                    }
+                }
+                Some(self.deadline.saturating_duration_since(now))
+            }
+            Phase::Steady => Some(self.send_due(now)),
+            Phase::Drain | Phase::Stall => Some(self.deadline.saturating_duration_since(now)),
+            Phase::Start | Phase::Idle | Phase::Finish => None,
+        }
+    }
+
+    /// Whether this worker is done with the current phase (closing out what timed out).
+    /// With `abort`, every phase ends now.
+    fn complete(&mut self, now: Instant, abort: bool) -> bool {
+        match self.phase {
+            Phase::Connect => {
+                if self.next_connect == self.clients.len() && self.connecting == 0 {
+                    return true;
+                }
+                if now < self.deadline && !abort {
+                    return false;
+                }
+                let (late, never) = if abort {
+                    ("run aborted while connecting", "not attempted: run aborted")
+                } else {
+                    (
+                        "connect timed out",
+                        "not attempted: connect phase timed out",
+                    )
+                };
+                for i in 0..self.clients.len() {
+                    match self.clients[i].state {
+                        State::Connecting => self.fail(i, late.into()),
+                        State::New => self.fail(i, never.into()),
+                        _ => {}
+                    }
+                }
+                self.next_connect = self.clients.len();
+                true
+            }
+            Phase::Join => match self.config.dialect {
+                BenchDialect::Frames => {
+                    if self.next_join == self.clients.len() && self.joining == 0 {
+                        return true;
+                    }
+                    if now < self.deadline && !abort {
+                        return false;
+                    }
+                    let why = if abort {
+                        "run aborted while joining".to_string()
+                    } else {
+                        format!(
+                            "no answer to JOIN within {:?} (expected `SERVER:you are now in #room`)",
+                            self.config.phase_timeout
+                        )
+                    };
+                    for i in 0..self.clients.len() {
+                        if matches!(self.clients[i].state, State::Joining | State::Connected) {
+                            self.fail(i, why.clone());
+                        }
+                    }
+                    self.next_join = self.clients.len();
+                    true
+                }
+                BenchDialect::Lines => {
+                    abort || (self.next_join == self.clients.len() && now >= self.deadline)
+                }
+            },
+            Phase::Steady => {
+                if now < self.steady_end && !abort {
+                    return false;
+                }
+                for &i in &self.senders {
+                    let c = &self.clients[i];
+                    self.shared.room_sent[c.room].fetch_add(c.sent, Relaxed);
+                }
+                true
+            }
+            Phase::Drain => abort || self.outstanding == 0 || now >= self.deadline,
+            Phase::Stall => {
+                abort
+                    || now >= self.deadline
+                    || self.clients.iter().all(|c| {
+                        !c.stalled
+                            || c.stream.is_none()
+                            || c.last_data
+                                .is_some_and(|t| now.duration_since(t) >= STALL_QUIET)
+                    })
+            }
+            Phase::Start | Phase::Idle | Phase::Finish => true,
+        }
+    }
+
+    // ---- connect -------------------------------------------------------------------
+
+    fn start_connect(&mut self, i: usize) {
+        let c = &self.config;
+        let src = if c.source_ips.is_empty() {
+            None
+        } else {
+            Some(c.source_ips[self.clients[i].id % c.source_ips.len()])
+        };
+        match open(c.addr, src, self.clients[i].stalled) {
+            Ok(mut stream) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                match self
+                    .poll
+                    .registry()
+                    .register(&mut stream, Token(i), interest)
+                {
+                    Ok(()) => {
+                        self.clients[i].stream = Some(stream);
+                        self.live += 1;
+                        self.clients[i].state = State::Connecting;
+                        self.connecting += 1;
+                    }
+                    Err(e) => self.fail(i, format!("cannot register socket: {e}")),
+                }
+            }
+            Err(e) => self.fail(i, connect_error(&e, c.addr)),
+        }
+    }
+
+    /// Checks a connecting socket after an event (mio's documented sequence:
+    /// `take_error`, then `peer_addr`). Returns whether it is now connected.
+    fn check_connect(&mut self, i: usize) -> bool {
+        let Some(stream) = &self.clients[i].stream else {
+            return false;
+        };
+        let result = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotConnected
+                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(true) => {
+                self.connecting -= 1;
+                self.clients[i].state = State::Connected;
+                self.r.connected += 1;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                let why = connect_error(&e, self.config.addr);
+                self.fail(i, why);
+                false
+            }
+        }
+    }
+
+    // ---- join ----------------------------------------------------------------------
+
+    fn send_join(&mut self, i: usize) {
+        let id = self.clients[i].id;
+        let room = self.clients[i].room;
+        let mut out = std::mem::take(&mut self.line);
+        out.clear();
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "JOIN:{p}{id}\nJOIN:#{p}{room}\n", p = self.prefix);
+        self.clients[i].state = State::Joining;
+        self.joining += 1;
+        self.queue(i, &out);
+        self.line = out;
+    }
+
+    fn send_hello(&mut self, i: usize) {
+        self.clients[i].state = State::Joined;
+        self.clients[i].joined = true;
+        self.r.joined += 1;
+        if let Some(hello) = &self.config.hello {
+            let mut line = hello
+                .replace("%d", &self.clients[i].id.to_string())
+                .into_bytes();
+            line.push(b'\n');
+            self.queue(i, &line);
+        }
+    }
+
+    // ---- steady --------------------------------------------------------------------
+
+    /// Sends every message whose intended time has come; returns the wait until the next.
+    fn send_due(&mut self, now: Instant) -> Duration {
+        if self.senders.is_empty() || self.local_rate <= 0.0 {
+            return self.steady_end.saturating_duration_since(now);
+        }
+        // Offset each worker's schedule so that threads do not send in lockstep.
+        let offset = self.index as f64 / self.config.threads as f64;
+        loop {
+            let at = (self.next_msg as f64 + offset) / self.local_rate;
+            let when = self.steady_start + Duration::from_secs_f64(at);
+            if when >= self.steady_end {
+                return self.steady_end.saturating_duration_since(now);
+            }
+            if when > now {
+                return when - now;
+            }
+            let sender = self.senders[(self.next_msg % self.senders.len() as u64) as usize];
+            self.next_msg += 1;
+            let sent_us = when.duration_since(self.shared.epoch).as_micros() as u64;
+            self.send_message(sender, sent_us);
+        }
+    }
+
+    fn send_message(&mut self, i: usize, sent_us: u64) {
+        let c = &self.clients[i];
+        if c.state != State::Joined || c.pending_out() > MAX_SENDER_BACKLOG {
+            self.r.send_skipped += 1;
+            return;
+        }
+        let seq = c.sent + 1;
+        let marker = Marker {
+            sender: c.id as u64,
+            seq,
+            sent_us,
+        };
+        let mut out = std::mem::take(&mut self.line);
+        out.clear();
+        if self.config.dialect == BenchDialect::Frames {
+            out.extend_from_slice(b"SAY::");
+        }
+        self.needle.encode(marker, self.config.payload, &mut out);
+        out.push(b'\n');
+        self.clients[i].sent = seq;
+        self.r.sent += 1;
+        self.queue(i, &out);
+        self.line = out;
+    }
+
+    // ---- drain ---------------------------------------------------------------------
+
+    fn start_drain(&mut self, now: Instant) {
+        self.deadline = now + self.config.drain_timeout;
+        let mut expected = 0;
+        let mut outstanding = 0;
+        for c in &mut self.clients {
+            if c.stalled || !c.joined {
+                continue;
+            }
+            let room_sent = self.shared.room_sent[c.room].load(Relaxed);
+            c.expected = room_sent.saturating_sub(c.sent);
+            expected += c.expected;
+            if c.stream.is_some() {
+                outstanding += c.expected.saturating_sub(c.unique);
+            }
+        }
+        self.r.expected = expected;
+        self.outstanding = outstanding;
+    }
+
+    // ---- I/O -----------------------------------------------------------------------
+
+    /// Handles readiness of client `i`. `exhaustive`: the event also reported a close or
+    /// an error, so reading must go on to the end rather than stop at a short read.
+    fn on_event(&mut self, i: usize, readable: bool, exhaustive: bool, writable: bool) {
+        let Some(state) = self.clients.get(i).map(|c| c.state) else {
+            return;
+        };
+        match state {
+            State::Connecting if !self.check_connect(i) => return,
+            State::New | State::Failed | State::Closed => return,
+            _ => {}
+        }
+        if writable && self.clients[i].pending_out() > 0 {
+            self.flush(i);
+        }
+        if readable {
+            let c = &self.clients[i];
+            let reading = !c.stalled || c.state == State::Joining || self.phase == Phase::Stall;
+            if reading {
+                self.read(i, exhaustive);
+            }
+        }
+    }
+
+    /// Appends `bytes` to the client's output and writes what the socket takes.
+    fn queue(&mut self, i: usize, bytes: &[u8]) {
+        let c = &mut self.clients[i];
+        if c.out_pos > 0 && c.out_pos == c.out.len() {
+            c.out.clear();
+            c.out_pos = 0;
+        }
+        c.out.extend_from_slice(bytes);
+        self.flush(i);
+    }
+
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
+        let mut error = None;
+        while c.out_pos < c.out.len() {
+            match stream.write(&c.out[c.out_pos..]) {
+                Ok(0) => {
+                    error = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => c.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if c.out_pos == c.out.len() {
+            c.out.clear();
+            c.out_pos = 0;
+        } else if c.out_pos > 64 * 1024 {
+            c.out.drain(..c.out_pos);
+            c.out_pos = 0;
+        }
+        if let Some(e) = error {
+            self.close(i, format!("write failed: {e}"));
+        }
+    }
+
+    /// Reads until the socket is drained, handling every complete line. A read shorter
+    /// than the buffer drained it (epoll(7): for stream sockets a short read means the
+    /// input is exhausted, and new data raises a new edge), which saves the extra
+    /// `read` that would only return `WouldBlock`: one syscall per delivery instead of
+    /// two. With `exhaustive` (close or error seen) it reads on to EOF or `WouldBlock`.
+    fn read(&mut self, i: usize, exhaustive: bool) {
+        let mut buf = std::mem::take(&mut self.readbuf);
+        while let Some(stream) = self.clients[i].stream.as_mut() {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    self.close(i, "closed by the server".into());
+                    break;
+                }
+                Ok(n) => {
+                    let now = Instant::now();
+                    self.on_bytes(i, &buf[..n], now);
+                    if n < buf.len() && !exhaustive {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.close(i, format!("read failed: {e}"));
+                    break;
+                }
+            }
+        }
+        self.readbuf = buf;
+    }
+
+    fn on_bytes(&mut self, i: usize, data: &[u8], now: Instant) {
+        if self.clients[i].stalled && self.phase == Phase::Stall {
+            // Only eviction matters now; the contents are not measured.
+            self.clients[i].last_data = Some(now);
+            return;
+        }
+        let now_us = now.duration_since(self.shared.epoch).as_micros() as u64;
+        // Split borrows: the reader belongs to the client, the handler needs the rest.
+        let mut reader = std::mem::take(&mut self.clients[i].reader);
+        let mut ctx = LineCtx {
+            worker: self,
+            i,
+            now,
+            now_us,
+        };
+        reader.feed(data, MAX_LINE, |line| match line {
+            Ok(l) => ctx.on_line(l),
+            // Nothing the harness sends produces such a line; it is not a delivery.
+            Err(LineError::TooLong) => {}
+        });
+        self.clients[i].reader = reader;
+    }
+
+    /// Closes a connection the server closed or broke.
+    fn close(&mut self, i: usize, why: String) {
+        let phase = self.phase;
+        let c = &mut self.clients[i];
+        if c.stream.is_none() {
+            return;
+        }
+        if matches!(
+            c.state,
+            State::Connecting | State::Connected | State::Joining
+        ) {
+            self.fail(i, why);
+            return;
+        }
+        if let Some(mut s) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+            self.live -= 1;
+        }
+        c.state = State::Closed;
+        if c.stalled {
+            self.r.stalled_evicted += 1;
+            return;
+        }
+        self.r.closed_by_server += 1;
+        if phase == Phase::Drain {
+            self.outstanding = self
+                .outstanding
+                .saturating_sub(c.expected.saturating_sub(c.unique));
+        }
+        *self
+            .r
+            .failures
+            .entry(format!("{why} during {}", phase.name()))
+            .or_default() += 1;
+    }
+
+    /// Marks a client failed (connect or join) and drops its socket.
+    fn fail(&mut self, i: usize, why: String) {
+        let c = &mut self.clients[i];
+        if let Some(mut s) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+            self.live -= 1;
+        }
+        let join_phase = matches!(c.state, State::Connected | State::Joining);
+        match c.state {
+            State::Connecting => self.connecting -= 1,
+            State::Joining => self.joining -= 1,
+            _ => {}
+        }
+        c.state = State::Failed;
+        if let Ok(mut first) = self.shared.first_failure.lock()
+            && first.is_none()
+        {
+            *first = Some(why.clone());
+        }
+        if join_phase {
+            self.r.join_failed += 1;
+            *self.r.failures.entry(format!("join: {why}")).or_default() += 1;
+        } else {
+            self.r.connect_failed += 1;
+            *self
+                .r
+                .failures
+                .entry(format!("connect: {why}"))
+                .or_default() += 1;
+        }
+    }
+
+    fn fail_reason(&mut self, why: String) {
+        *self.r.failures.entry(why).or_default() += 1;
+    }
+
+    fn finish(mut self) -> WorkerResult {
+        // Dropping the streams closes them; the counts are final.
+        for c in &mut self.clients {
+            c.stream = None;
+        }
+        self.live = 0;
+        self.publish();
+        self.r
+    }
+}
+
+/// Handles lines for one client while its reader is borrowed out.
+struct LineCtx<'a> {
+    worker: &'a mut Worker,
+    i: usize,
+    now: Instant,
+    now_us: u64,
+}
+
+impl LineCtx<'_> {
+    fn on_line(&mut self, line: &[u8]) {
+        let w = &mut *self.worker;
+        if let Some(m) = w.needle.find(line) {
+            self.on_delivery(m);
+            return;
+        }
+        let i = self.i;
+        let joining = w.clients[i].state == State::Joining;
+        if let Some(err) = line.strip_prefix(b"ERROR:") {
+            w.r.server_errors += 1;
+            let text = String::from_utf8_lossy(line).into_owned();
+            if w.r.server_error_samples.len() < MAX_ERROR_SAMPLES
+                && !w.r.server_error_samples.contains(&text)
+            {
+                w.r.server_error_samples.push(text);
+            }
+            if joining {
+                let why = format!("server said ERROR:{}", String::from_utf8_lossy(err));
+                w.fail(i, why);
+            }
+            return;
+        }
+        if joining
+            && let Some(room) = line.strip_prefix(&w.ack_prefix[..])
+            && room == w.clients[i].room.to_string().as_bytes()
+        {
+            let c = &mut w.clients[i];
+            c.state = State::Joined;
+            c.joined = true;
+            w.joining -= 1;
+            w.r.joined += 1;
+        }
+    }
+
+    fn on_delivery(&mut self, m: Marker) {
+        let w = &mut *self.worker;
+        let c = &mut w.clients[self.i];
+        if c.stalled {
+            return;
+        }
+        let cfg = &w.config;
+        let sender = m.sender as usize;
+        if sender == c.id {
+            w.r.echoes += 1;
+            return;
+        }
+        if sender >= cfg.senders || sender % cfg.rooms != c.room {
+            w.r.misrouted += 1;
+            return;
+        }
+        let Some(track) = c.tracks.get_mut(sender / cfg.rooms) else {
+            w.r.misrouted += 1;
+            return;
+        };
+        match track.record(m.seq) {
+            Seen::Duplicate => {
+                w.r.duplicated += 1;
+                return;
+            }
+            Seen::OutOfOrder => w.r.out_of_order += 1,
+            Seen::New => {}
+        }
+        c.unique += 1;
+        w.r.received += 1;
+        w.r.latency
+            .saturating_record(self.now_us.saturating_sub(m.sent_us).max(1));
+        w.r.last_delivery = Some(self.now);
+        if w.phase == Phase::Drain && c.unique <= c.expected {
+            w.outstanding = w.outstanding.saturating_sub(1);
+        }
+    }
+}
+
+/// Opens a non-blocking socket, binds it to `src` (if any) and starts connecting.
+fn open(addr: SocketAddr, src: Option<IpAddr>, small_rcvbuf: bool) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    // Small messages must not wait for Nagle: latency is what we measure.
+    socket.set_tcp_nodelay(true)?;
+    if small_rcvbuf {
+        // A stalled client should fill up quickly, so the server's own output cap (not
+        // the kernel's buffers) is what it runs into.
+        socket.set_recv_buffer_size(4096)?;
+    }
+    if let Some(ip) = src {
+        bind_no_port(&socket);
+        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
+    }
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
+}
+
+/// Asks Linux to pick the source port at connect time, not at bind time, so a port is
+/// unique per (source, destination) pair rather than per source address.
+#[cfg(target_os = "linux")]
+fn bind_no_port(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a pointer to a c_int of the size we pass. Failure
+    // (an old kernel) only means ports are chosen at bind time.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_no_port(_socket: &socket2::Socket) {}
+
+/// A connect error in words a user can act on.
+fn connect_error(e: &io::Error, addr: SocketAddr) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => {
+            format!("connection refused by {addr} (is the server running?)")
+        }
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "out of file descriptors (open files limit)".into()
+        }
+        Some(libc::EADDRNOTAVAIL) => {
+            "no free local port (EADDRNOTAVAIL): add source addresses with --source-ips".into()
+        }
+        Some(libc::ETIMEDOUT) => format!("connect to {addr} timed out"),
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,403 @@
+//! The load harness (`loopchat bench`) as a library and as a command: counts against
+//! the real server, loss and closes against tiny in-test relays that misbehave on
+//! purpose, the `lines` dialect, and argument errors. Small N, short phases; no test
+//! asserts a speed.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use loopchat::bench::{BenchConfig, BenchDialect, Report, run_bench};
+
+/// A short run's configuration against `addr`.
+fn small(addr: SocketAddr) -> BenchConfig {
+    let mut c = BenchConfig::new(addr);
+    c.clients = 20;
+    c.rooms = 2;
+    c.senders = 4;
+    c.rate = 40.0;
+    c.duration = Duration::from_millis(400);
+    c.drain_timeout = Duration::from_secs(3);
+    c.phase_timeout = Duration::from_secs(5);
+    c
+}
+
+#[track_caller]
+fn run(config: &BenchConfig) -> Report {
+    match run_bench(config) {
+        Ok(r) => r,
+        Err(e) => panic!("run_bench could not start: {e}"),
+    }
+}
+
+#[test]
+fn against_loopchat_every_delivery_arrives_once_in_order() {
+    let server = util::start(util::config());
+    let mut config = small(server.addr);
+    config.server_pid = Some(std::process::id());
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert_eq!((r.established, r.joined), (20, 20));
+    assert!(r.sent > 0);
+    // Two rooms of ten: each message is owed to the nine other members of its room.
+    assert_eq!(r.expected, r.sent * 9);
+    assert_eq!(r.received, r.expected);
+    assert_eq!(
+        (r.lost, r.duplicated, r.out_of_order, r.misrouted),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(r.echoes, 0, "loopchat never echoes a sender");
+    let lat = r.latency.expect("latency measured");
+    assert_eq!(lat.count, r.received);
+    assert!(lat.p50_us <= lat.p99_us && lat.p99_us <= lat.max_us);
+    let s = r.server.as_ref().expect("server stats from /proc");
+    assert!(s.rss_before.is_some() && s.alive_at_end);
+    let json = r.to_json();
+    assert!(json.contains("\"lost\":0"), "{json}");
+    assert!(json.contains("\"ok\":true"), "{json}");
+}
+
+#[test]
+fn threads_split_the_clients_and_agree_on_the_counts() {
+    let server = util::start(util::config());
+    let mut config = small(server.addr);
+    config.threads = 2;
+    config.rooms = 1;
+    config.clients = 11;
+    config.senders = 3;
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert_eq!(r.expected, r.sent * 10);
+    assert_eq!(r.received, r.expected);
+}
+
+#[test]
+fn a_stalled_client_closed_by_the_server_counts_as_evicted_not_lost() {
+    // The relay closes the highest-numbered client: with one stalled client, that one.
+    let relay = Relay::start(RelayMode::DropOneReceiverAfter(10));
+    let mut config = small(relay.addr);
+    config.stalled = 1;
+    let r = run(&config);
+    assert_eq!(r.stalled_evicted, 1, "{r}");
+    assert_eq!((r.lost, r.closed_by_server), (0, 0), "{r}");
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+}
+
+#[test]
+fn loss_is_reported_when_the_server_drops_a_receiver() {
+    let relay = Relay::start(RelayMode::DropOneReceiverAfter(10));
+    let r = run(&small(relay.addr));
+    assert_eq!(r.closed_by_server, 1, "{r}");
+    assert!(r.lost > 0, "{r}");
+    assert_eq!(r.received + r.lost, r.expected);
+    assert!(!r.ok());
+    assert!(
+        r.problems.iter().any(|p| p.contains("lost")),
+        "{:?}",
+        r.problems
+    );
+    assert!(
+        r.failures
+            .iter()
+            .any(|(why, _)| why.contains("closed by the server"))
+    );
+}
+
+#[test]
+fn a_server_that_goes_away_ends_the_run_early_with_a_partial_report() {
+    let relay = Relay::start(RelayMode::CloseAllAfter(5));
+    let mut config = small(relay.addr);
+    config.duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let r = run(&config);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| p.contains("closed every connection")),
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(r.closed_by_server, 20, "{r}");
+    // Whatever was relayed before the close counts; the load phase was cut short.
+    assert!(r.sent >= 5 && r.received + r.lost == r.expected, "{r}");
+    assert!(r.steady_secs < 5.0, "{r}");
+}
+
+#[test]
+fn a_refused_connect_is_a_clear_problem_not_a_hang() {
+    // Bind and drop: nobody listens on that port now.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let r = run(&small(addr));
+    assert_eq!(r.established, 0);
+    assert_eq!(r.connect_failed, 20);
+    let text = r.to_string();
+    assert!(text.contains("connection refused"), "{text}");
+    assert!(
+        r.problems.iter().any(|p| p.contains("no connection")),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
+fn a_join_without_an_answer_times_out() {
+    let relay = Relay::start(RelayMode::Silent);
+    let mut config = small(relay.addr);
+    config.phase_timeout = Duration::from_millis(300);
+    let r = run(&config);
+    assert_eq!((r.established, r.joined, r.join_failed), (20, 0, 20));
+    assert!(
+        r.failures
+            .iter()
+            .any(|(why, _)| why.contains("no answer to JOIN")),
+        "{r}"
+    );
+    assert!(!r.ok());
+}
+
+#[test]
+fn lines_dialect_finds_its_marker_in_decorated_lines() {
+    let relay = Relay::start(RelayMode::Lines);
+    let mut config = small(relay.addr);
+    config.dialect = BenchDialect::Lines;
+    config.rooms = 1;
+    config.clients = 6;
+    config.senders = 2;
+    config.hello = Some("/nick user%d".into());
+    config.settle = Duration::from_millis(200);
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert_eq!(r.expected, r.sent * 5);
+    assert_eq!(r.received, r.expected);
+    // The relay announced every hello as `<peer N> /nick userK`.
+    assert_eq!(relay.hellos.load(Ordering::SeqCst), 6);
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_message() {
+    let cases: [&[&str]; 5] = [
+        &["--clients", "0"],
+        &["--senders", "50", "--clients", "10"],
+        &["--rate", "5", "--total-rate", "10"],
+        &["--dialect", "lines", "--rooms", "3"],
+        &["--source-ips", "127.0.0.9-127.0.0.1"],
+    ];
+    for args in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("run loopchat");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--"), "{args:?} names no flag: {stderr}");
+    }
+}
+
+#[test]
+fn refused_server_exits_1_with_a_report() {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args(["bench", "--clients", "5", "--addr", &addr.to_string()])
+        .output()
+        .expect("run loopchat");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("connection refused"), "{stdout}");
+}
+
+// ---- in-test relays ------------------------------------------------------------------
+
+/// How a relay misbehaves.
+#[derive(Clone, Copy)]
+enum RelayMode {
+    /// Frames; after relaying this many messages, closes one receiver that is not a
+    /// sender (the harness's highest-numbered client).
+    DropOneReceiverAfter(u64),
+    /// Frames; after relaying this many messages, closes every connection.
+    CloseAllAfter(u64),
+    /// Accepts and never answers.
+    Silent,
+    /// Plain lines: each line goes to everyone else as `<peer N> line`.
+    Lines,
+}
+
+struct Member {
+    name: String,
+    room: String,
+    stream: TcpStream,
+}
+
+/// A thread-per-connection chat relay speaking just enough of the protocol.
+struct Relay {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    members: Arc<Mutex<Vec<Option<Member>>>>,
+    hellos: Arc<AtomicU64>,
+}
+
+impl Relay {
+    fn start(mode: RelayMode) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let relay = Relay {
+            addr: listener.local_addr().expect("relay addr"),
+            stop: Arc::new(AtomicBool::new(false)),
+            members: Arc::new(Mutex::new(Vec::new())),
+            hellos: Arc::new(AtomicU64::new(0)),
+        };
+        let (stop, members, hellos) = (
+            relay.stop.clone(),
+            relay.members.clone(),
+            relay.hellos.clone(),
+        );
+        let relayed = Arc::new(AtomicU64::new(0));
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_nodelay(true);
+                let Ok(write_half) = stream.try_clone() else {
+                    continue;
+                };
+                let id = {
+                    let mut m = members.lock().unwrap();
+                    m.push(Some(Member {
+                        name: String::new(),
+                        room: "#lobby".into(),
+                        stream: write_half,
+                    }));
+                    m.len() - 1
+                };
+                let (members, relayed, hellos) = (members.clone(), relayed.clone(), hellos.clone());
+                thread::spawn(move || serve(mode, id, stream, &members, &relayed, &hellos));
+            }
+        });
+        relay
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for m in self.members.lock().unwrap().iter().flatten() {
+            let _ = m.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn serve(
+    mode: RelayMode,
+    id: usize,
+    stream: TcpStream,
+    members: &Mutex<Vec<Option<Member>>>,
+    relayed: &AtomicU64,
+    hellos: &AtomicU64,
+) {
+    let send = |to: usize, line: &str| {
+        if let Some(Some(m)) = members.lock().unwrap().get_mut(to) {
+            let _ = m.stream.write_all(line.as_bytes());
+        }
+    };
+    if !matches!(mode, RelayMode::Lines | RelayMode::Silent) {
+        send(id, "SERVER:welcome to the test relay\n");
+    }
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        match mode {
+            RelayMode::Silent => {}
+            RelayMode::Lines => {
+                if line.starts_with("/nick ") {
+                    hellos.fetch_add(1, Ordering::SeqCst);
+                }
+                let out = format!("<peer {id}> {line}\n");
+                let mut m = members.lock().unwrap();
+                for (j, other) in m.iter_mut().enumerate() {
+                    if let Some(other) = other
+                        && j != id
+                    {
+                        let _ = other.stream.write_all(out.as_bytes());
+                    }
+                }
+            }
+            RelayMode::DropOneReceiverAfter(_) | RelayMode::CloseAllAfter(_) => {
+                if let Some(room) = line.strip_prefix("JOIN:#") {
+                    set(members, id, |m| m.room = format!("#{room}"));
+                    send(id, &format!("SERVER:you are now in #{room}\n"));
+                } else if let Some(name) = line.strip_prefix("JOIN:") {
+                    set(members, id, |m| m.name = name.to_string());
+                    send(id, &format!("SERVER:you are {name} in #lobby\n"));
+                } else if let Some(text) = line.strip_prefix("SAY::") {
+                    let mut m = members.lock().unwrap();
+                    let Some(Some(me)) = m.get(id) else { break };
+                    let (name, room) = (me.name.clone(), me.room.clone());
+                    let out = format!("SAY:{name}:{text}\n");
+                    for (j, other) in m.iter_mut().enumerate() {
+                        if let Some(other) = other
+                            && j != id
+                            && other.room == room
+                        {
+                            let _ = other.stream.write_all(out.as_bytes());
+                        }
+                    }
+                    let n = relayed.fetch_add(1, Ordering::SeqCst) + 1;
+                    match mode {
+                        RelayMode::DropOneReceiverAfter(k) if n == k => {
+                            // The highest-numbered client is never a sender.
+                            let victim = m
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(j, o)| o.as_ref().map(|o| (j, o)))
+                                .max_by_key(|(_, o)| client_index(&o.name));
+                            if let Some((j, _)) = victim
+                                && let Some(v) = m[j].take()
+                            {
+                                let _ = v.stream.shutdown(Shutdown::Both);
+                            }
+                        }
+                        RelayMode::CloseAllAfter(k) if n == k => {
+                            for o in m.iter_mut() {
+                                if let Some(o) = o.take() {
+                                    let _ = o.stream.shutdown(Shutdown::Both);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn set(members: &Mutex<Vec<Option<Member>>>, id: usize, f: impl FnOnce(&mut Member)) {
+    if let Some(Some(m)) = members.lock().unwrap().get_mut(id) {
+        f(m);
+    }
+}
+
+/// The harness names clients `lb<run>-<index>`.
+fn client_index(name: &str) -> usize {
+    name.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
