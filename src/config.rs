@@ -27,6 +27,12 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_output: usize,
 
+    /// Kernel send buffer per connection (SO_SNDBUF) in bytes; 0 leaves the kernel's
+    /// autotuning, which on loopback lets one reader that stops pin about 4 MiB before
+    /// `--max-output` is even reached.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub send_buffer: usize,
+
     /// Maximum number of clients. 0 derives it from the open-files limit, which the
     /// server first raises as far as the hard limit allows (keeping a reserve).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -53,6 +59,12 @@ pub struct ServerConfig {
     /// How often to log the one-line summary at `info` (0 = never).
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub summary_interval: Duration,
+
+    /// Write output at most once per this interval under sustained load, so each write
+    /// carries more messages (fewer system calls, a little more latency). The first
+    /// output after a quiet spell is never delayed. 0 = write every loop turn.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub coalesce: Duration,
 
     /// On shutdown (or LEAVE), how long to keep flushing output before closing anyway.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]

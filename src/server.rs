@@ -146,6 +146,8 @@ pub struct Server {
     text_buf: Vec<u8>,
     max_clients: usize,
     accept_paused: bool,
+    /// When output was last written (for `--coalesce`).
+    last_flush: Instant,
     shutting_down: bool,
     exit_now: bool,
     stats: Stats,
@@ -217,6 +219,7 @@ impl Server {
             text_buf: Vec::new(),
             max_clients,
             accept_paused: false,
+            last_flush: now,
             shutting_down: false,
             exit_now: false,
             stats: Stats::default(),
@@ -248,15 +251,29 @@ impl Server {
                 self.on_timer(timer, now);
             }
             self.abuse.expire(now);
-            self.settle();
+            // With --coalesce, output queued within the interval after a flush waits
+            // for the next one, so each write carries more messages. The first output
+            // after a quiet spell goes out at once.
+            let flush_at = self.last_flush + self.config.coalesce;
+            if now >= flush_at || self.shutting_down {
+                if !self.flush_list.is_empty() {
+                    self.last_flush = now;
+                }
+                self.settle();
+            } else {
+                self.reap();
+            }
             if self.exit_now || (self.shutting_down && self.conns.is_empty()) {
                 break;
             }
 
-            let deadline = match (self.timers.next_deadline(), self.abuse.next_deadline()) {
+            let mut deadline = match (self.timers.next_deadline(), self.abuse.next_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if !self.flush_list.is_empty() {
+                deadline = Some(deadline.map_or(flush_at, |d| d.min(flush_at)));
+            }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -364,6 +381,12 @@ impl Server {
         // Chat lines are small and latency matters more than packet count.
         if let Err(e) = socket.set_nodelay(true) {
             debug!("set_nodelay for {peer}: {e}");
+        }
+        if self.config.send_buffer > 0 {
+            let sock = socket2::SockRef::from(&socket);
+            if let Err(e) = sock.set_send_buffer_size(self.config.send_buffer) {
+                debug!("SO_SNDBUF for {peer}: {e}");
+            }
         }
         let entry = self.conns.vacant_entry();
         let k = entry.key();

@@ -471,3 +471,21 @@ fn a_closed_connections_deadline_does_not_hit_the_next_one_in_its_slot() {
     );
     second.expect_eof();
 }
+
+#[test]
+fn coalesced_output_arrives_complete_and_in_order() {
+    // At most one flush per 50 ms: 200 lines sent back to back reach the reader in a
+    // few large writes, all of them, in order.
+    let server = start(ServerConfig {
+        coalesce: Duration::from_millis(50),
+        ..util::config()
+    });
+    let [mut alice, mut bob] = named(server.addr, ["alice", "bob"]);
+    for i in 0..200 {
+        alice.send_line(&format!("SAY::{i}"));
+    }
+    for i in 0..200 {
+        bob.expect_line(&format!("SAY:alice:{i}\n"));
+    }
+    bob.barrier();
+}
