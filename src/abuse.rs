@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::ServerConfig;
-use crate::net::{Cidr, IpKey, RedactedIp};
+use crate::net::{Cidr, IpKey, Redacted};
 use crate::rate::{Strikes, TokenBucket};
 use crate::timer::{TimerId, TimerWheel};
 
@@ -298,9 +298,9 @@ impl Abuse {
         self.limits.max_strikes > 0 && self.limits.max_bans > 0 && !self.limits.ban_time.is_zero()
     }
 
-    fn redacted(&self, ip: IpKey) -> RedactedIp {
-        RedactedIp {
-            ip,
+    fn redacted(&self, ip: IpKey) -> Redacted<IpKey> {
+        Redacted {
+            value: ip,
             redact: self.limits.redact_ips,
         }
     }

@@ -135,40 +135,21 @@ impl FromStr for Cidr {
     }
 }
 
-/// Formats a peer address for the log, or `[redacted]` under `--redact-ips`.
+/// An address as the log shows it: itself, or `[redacted]` under `--redact-ips`.
 #[derive(Clone, Copy)]
-pub struct Peer {
-    /// The peer's address.
-    pub addr: SocketAddr,
+pub struct Redacted<T> {
+    /// The address (a `SocketAddr`, an `IpKey`, …).
+    pub value: T,
     /// Whether to hide it.
     pub redact: bool,
 }
 
-impl fmt::Display for Peer {
+impl<T: fmt::Display> fmt::Display for Redacted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.redact {
             f.write_str("[redacted]")
         } else {
-            write!(f, "{}", self.addr)
-        }
-    }
-}
-
-/// Formats an [`IpKey`] for the log, or `[redacted]` under `--redact-ips`.
-#[derive(Clone, Copy)]
-pub struct RedactedIp {
-    /// The address key.
-    pub ip: IpKey,
-    /// Whether to hide it.
-    pub redact: bool,
-}
-
-impl fmt::Display for RedactedIp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.redact {
-            f.write_str("[redacted]")
-        } else {
-            write!(f, "{}", self.ip)
+            self.value.fmt(f)
         }
     }
 }

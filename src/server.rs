@@ -26,7 +26,7 @@ use crate::codec::{self, Command, Event, LineError, ParseError};
 use crate::config::ServerConfig;
 use crate::conn::{BufferPool, Conn, Mode, State};
 use crate::hub::{ConnId, Hub, Next, Outbox};
-use crate::net::{self, IpKey, Peer};
+use crate::net::{self, IpKey, Redacted};
 use crate::rate::TokenBucket;
 use crate::timer::TimerWheel;
 
@@ -818,17 +818,17 @@ impl Server {
         let bans = self.abuse.bans(now);
         info!("{} active bans", bans.len());
         for (ip, remaining) in bans.iter().take(100) {
-            let ip = net::RedactedIp {
-                ip: *ip,
+            let ip = Redacted {
+                value: *ip,
                 redact: self.config.redact_ips,
             };
             info!("  ban {ip}: {} s left", remaining.as_secs());
         }
     }
 
-    fn peer(&self, addr: SocketAddr) -> Peer {
-        Peer {
-            addr,
+    fn peer(&self, addr: SocketAddr) -> Redacted<SocketAddr> {
+        Redacted {
+            value: addr,
             redact: self.config.redact_ips,
         }
     }
