@@ -85,6 +85,18 @@ struct Record {
     cleanup: Option<TimerId>,
 }
 
+impl Record {
+    /// A fresh record: no connections, no strikes, a full connect bucket.
+    fn new(limits: &Limits, now: Instant) -> Record {
+        Record {
+            conns: 0,
+            strikes: Strikes::new(),
+            connect: TokenBucket::full(limits.connect_burst, now),
+            cleanup: None,
+        }
+    }
+}
+
 /// One ban.
 #[derive(Debug)]
 struct Ban {
@@ -160,12 +172,10 @@ impl Abuse {
             return Admit::Banned { remaining };
         }
         let limits = &self.limits;
-        let record = self.records.entry(key).or_insert_with(|| Record {
-            conns: 0,
-            strikes: Strikes::new(),
-            connect: TokenBucket::full(limits.connect_burst, now),
-            cleanup: None,
-        });
+        let record = self
+            .records
+            .entry(key)
+            .or_insert_with(|| Record::new(limits, now));
         let refusal =
             if limits.max_conns_per_ip > 0 && record.conns as usize >= limits.max_conns_per_ip {
                 Admit::TooManyConnections
@@ -312,12 +322,10 @@ impl Abuse {
         }
         let enabled = self.bans_enabled();
         let limits = &self.limits;
-        let record = self.records.entry(key).or_insert_with(|| Record {
-            conns: 0,
-            strikes: Strikes::new(),
-            connect: TokenBucket::full(limits.connect_burst, now),
-            cleanup: None,
-        });
+        let record = self
+            .records
+            .entry(key)
+            .or_insert_with(|| Record::new(limits, now));
         let count = record.strikes.add(now, limits.strike_decay);
         if !enabled || count < limits.max_strikes {
             return None;

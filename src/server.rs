@@ -259,9 +259,9 @@ impl Server {
                 if !self.flush_list.is_empty() {
                     self.last_flush = now;
                 }
-                self.settle();
+                self.settle(now);
             } else {
-                self.reap();
+                self.reap(now);
             }
             if self.exit_now || (self.shutting_down && self.conns.is_empty()) {
                 break;
@@ -309,9 +309,9 @@ impl Server {
 
     /// Brings the batch to a safe point: removes closed connections (which may queue
     /// `LEAVE` notices and evict more readers), then writes all queued output once.
-    fn settle(&mut self) {
+    fn settle(&mut self, now: Instant) {
         loop {
-            self.reap();
+            self.reap(now);
             if self.flush_list.is_empty() {
                 break;
             }
@@ -366,10 +366,7 @@ impl Server {
                         if self.abuse.connections(addr.ip()) > 0 {
                             self.ban(IpKey::of(addr.ip()), remaining, now);
                         }
-                        format!(
-                            "banned for {} more seconds",
-                            remaining.as_secs_f64().ceil().max(1.0)
-                        )
+                        format!("banned for {} more seconds", whole_seconds(remaining))
                     }
                     Admit::TooManyConnections => "too many connections from your address".into(),
                     _ => "connecting too fast, try again later".into(),
@@ -435,14 +432,14 @@ impl Server {
                         continue;
                     }
                     conn.last_active = now;
-                    let n = if conn.mode == Mode::Frames {
+                    let data = if conn.mode == Mode::Frames {
                         n
                     } else {
                         conn.telnet.filter(&mut buf[..n])
                     };
                     let mut reader = std::mem::take(&mut conn.reader);
                     let max = self.config.max_line;
-                    reader.feed(&buf[..n], max, |line| self.on_line(k, line, now));
+                    reader.feed(&buf[..data], max, |line| self.on_line(k, line, now));
                     if let Some(conn) = self.conns.get_mut(k) {
                         conn.reader = reader;
                     }
@@ -575,7 +572,7 @@ impl Server {
 
     /// Removes closed connections and takes draining ones out of the hub. Runs between
     /// event batches, never in the middle of a broadcast.
-    fn reap(&mut self) {
+    fn reap(&mut self, now: Instant) {
         while let Some(k) = self.close_list.pop() {
             let announce = !self.shutting_down;
             self.hub.remove(k, announce, &mut delivery!(self));
@@ -597,7 +594,7 @@ impl Server {
                 // Everything owed has been written: finish with a FIN.
                 let _ = conn.socket.shutdown(std::net::Shutdown::Write);
             }
-            self.abuse.release(conn.peer.ip(), Instant::now());
+            self.abuse.release(conn.peer.ip(), now);
             self.stats.closed += 1;
             let peer = self.peer(conn.peer);
             match conn.close_reason {

@@ -274,3 +274,27 @@ fn text_user_is_told_of_the_idle_timeout_in_text() {
     t.expect_line("[error] idle timeout, closing\r\n");
     t.expect_eof();
 }
+
+#[test]
+fn a_large_write_full_of_telnet_commands_is_read_to_the_end() {
+    // More than one 64 KiB read of input in a single write, every line carrying an IAC
+    // NOP: after filtering, a full read looks short, and the server must still read
+    // on to the end (edge-triggered polling will not report the rest again).
+    let server = start_default();
+    let mut alice = Client::connect_named(server.addr, "alice");
+    let mut t = Client::connect(server.addr);
+    let lines = 12_000;
+    let mut burst = Vec::new();
+    for i in 0..lines {
+        burst.extend_from_slice(i.to_string().as_bytes());
+        burst.extend_from_slice(b"\xff\xf1\r\n");
+    }
+    assert!(burst.len() > 64 * 1024);
+    t.send(&burst);
+    t.expect_line("[server] you are guest1 in #lobby\r\n");
+    alice.expect_line("JOIN:guest1\n");
+    for i in 0..lines {
+        alice.expect_line(&format!("SAY:guest1:{i}\n"));
+    }
+    alice.barrier();
+}
