@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use loopchat::bench::server_proc::{SpawnedServer, summary_writes};
+use loopchat::bench::server_proc::{SpawnedServer, writes_per_delivery};
 use loopchat::bench::{BenchConfig, Report, run_bench};
 
 /// The server binary cargo built for this bench (same profile).
@@ -37,6 +37,15 @@ struct Scenario {
 /// about 4 MiB on loopback before the server's own queue even starts to grow; a 64 KiB
 /// send buffer and a 256 KiB output cap get a stuck reader evicted within seconds.
 const FANOUT_SERVER_ARGS: &[&str] = &["--send-buffer", "65536", "--max-output", "262144"];
+
+/// The fan-out load, also the base of the stalled scenario.
+fn fanout(c: &mut BenchConfig, _nofile: u64) {
+    c.clients = 1000;
+    c.rooms = 1;
+    c.senders = 10;
+    c.rate = 100.0;
+    c.duration = Duration::from_secs(10);
+}
 
 const SCENARIOS: [Scenario; 5] = [
     Scenario {
@@ -58,13 +67,7 @@ const SCENARIOS: [Scenario; 5] = [
         name: "fanout",
         what: "1 room x 1000 clients, 10 senders x 100 msg/s, 10 s",
         server_args: FANOUT_SERVER_ARGS,
-        configure: |c, _| {
-            c.clients = 1000;
-            c.rooms = 1;
-            c.senders = 10;
-            c.rate = 100.0;
-            c.duration = Duration::from_secs(10);
-        },
+        configure: fanout,
     },
     Scenario {
         name: "rooms",
@@ -82,12 +85,8 @@ const SCENARIOS: [Scenario; 5] = [
         name: "stalled",
         what: "fanout, plus 1 client that never reads (evicted at the output cap)",
         server_args: FANOUT_SERVER_ARGS,
-        configure: |c, _| {
-            c.clients = 1000;
-            c.rooms = 1;
-            c.senders = 10;
-            c.rate = 100.0;
-            c.duration = Duration::from_secs(10);
+        configure: |c, nofile| {
+            fanout(c, nofile);
             c.stalled = 1;
         },
     },
@@ -181,9 +180,7 @@ fn run_scenario(s: &Scenario, nofile: u64) -> Result<(Report, Option<f64>), Stri
     server.stop(Duration::from_secs(5));
     let writes = std::fs::read_to_string(&log)
         .ok()
-        .and_then(|l| summary_writes(&l))
-        .filter(|(d, _)| *d > 0)
-        .map(|(d, w)| w as f64 / d as f64);
+        .and_then(|l| writes_per_delivery(&l));
     let _ = std::fs::remove_file(&log);
     report.map(|r| (r, writes))
 }

@@ -149,7 +149,7 @@ fn translate(line: &[u8]) -> Input {
 fn render(line: &[u8], out: &mut Vec<u8>) {
     let clean: String = String::from_utf8_lossy(line)
         .chars()
-        .filter(|&c| c == '\t' || !c.is_control())
+        .filter(|&c| !codec::is_control(c))
         .collect();
     match Event::parse(&clean) {
         Some(event) => event.render(out),
@@ -419,13 +419,15 @@ fn read_server(mut stream: TcpStream, endings: &Sender<Ending>) {
     let _ = endings.send(Ending::Closed { result, last_error });
 }
 
-/// The writer thread: sends queued frames, several per write when they pile up, and
-/// stops after a `LEAVE:`.
+/// The writer thread: sends queued frames, up to a queue's worth per write when they
+/// pile up, and stops after a `LEAVE:`.
 fn write_server(mut stream: TcpStream, frames: &Receiver<String>, endings: &Sender<Ending>) {
     let mut out = Vec::new();
     while let Ok(first) = frames.recv() {
         let mut left = false;
-        for frame in std::iter::once(first).chain(frames.try_iter()) {
+        // Bounded: a fast pipe refills the queue as fast as this drains it.
+        let batch = std::iter::once(first).chain(frames.try_iter().take(QUEUE));
+        for frame in batch {
             out.extend_from_slice(frame.as_bytes());
             out.push(b'\n');
             if frame.starts_with("LEAVE:") {

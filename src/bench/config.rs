@@ -132,6 +132,23 @@ pub struct BenchArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
+impl Default for BenchArgs {
+    /// The flags as parsed from an empty command line.
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        // Parsing an empty command line cannot fail: every field has a default.
+        match Wrapper::try_parse_from(["loopchat"]) {
+            Ok(w) => w.args,
+            Err(e) => unreachable!("defaults must parse: {e}"),
+        }
+    }
+}
+
 /// The two ways the harness can talk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchDialect {
@@ -199,29 +216,16 @@ pub struct BenchConfig {
 
 impl BenchConfig {
     /// A small run against `addr` with the CLI's defaults (100 clients, 1 room, 10
-    /// senders at 10 msg/s, 64-byte texts, 10 s), to adjust field by field.
+    /// senders at 10 msg/s, 64-byte texts, 10 s), to adjust field by field. The values
+    /// come from [`BenchArgs`]' own defaults, so the two cannot drift apart.
     pub fn new(addr: SocketAddr) -> BenchConfig {
-        BenchConfig {
-            addr,
-            clients: 100,
-            rooms: 1,
-            senders: 10,
-            rate: 10.0,
-            payload: 64,
-            duration: Duration::from_secs(10),
-            idle: Duration::ZERO,
-            drain_timeout: Duration::from_secs(10),
-            phase_timeout: Duration::from_secs(60),
-            concurrency: 256,
-            source_ips: default_source_ips(addr),
-            threads: 1,
-            dialect: BenchDialect::Frames,
-            hello: None,
-            settle: Duration::from_secs(1),
-            stalled: 0,
-            server_pid: None,
-            progress: false,
-            interrupt: None,
+        match BenchConfig::from_args(&BenchArgs::default(), Some(addr)) {
+            Ok(c) => BenchConfig {
+                progress: false,
+                ..c
+            },
+            // The defaults are valid for any address: `auto` source addresses match it.
+            Err(e) => unreachable!("the default flags must be valid: {e}"),
         }
     }
 
@@ -416,7 +420,7 @@ pub fn ephemeral_ports() -> (u32, u32) {
 pub fn check_capacity(config: &BenchConfig, nofile: u64) -> Result<(), String> {
     let need = config.files_needed();
     if need > nofile {
-        let most = nofile.saturating_sub(config.files_needed() - config.connections() as u64);
+        let most = nofile.saturating_sub(need - config.connections() as u64);
         return Err(format!(
             "{} connections cannot fit: they need about {need} open files and the limit is \
              {nofile} (already raised to the hard limit). Use at most {most} connections, or \
@@ -457,6 +461,16 @@ mod tests {
         assert!(parse_source_ips("none", server()).unwrap().is_empty());
         assert!(parse_source_ips("127.0.0.5-127.0.0.1", server()).is_err());
         assert!(parse_source_ips("nope", server()).is_err());
+    }
+
+    #[test]
+    fn new_takes_the_flags_defaults() {
+        let c = BenchConfig::new(server());
+        assert_eq!((c.clients, c.rooms, c.senders, c.payload), (100, 1, 10, 64));
+        assert_eq!(c.rate, 10.0);
+        assert_eq!(c.duration, Duration::from_secs(10));
+        assert_eq!(c.source_ips.len(), 16);
+        assert!(!c.progress && c.interrupt.is_none());
     }
 
     #[test]

@@ -50,11 +50,8 @@ impl Needle {
         out.extend_from_slice(&self.bytes);
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{}.{}.{}.", m.sender, m.seq, m.sent_us);
-        let mut i = 0;
-        while out.len() - start < payload {
-            out.push(PAD[i % PAD.len()]);
-            i += 1;
-        }
+        let pad = payload.saturating_sub(out.len() - start);
+        out.extend(PAD.iter().cycle().take(pad));
     }
 
     /// Finds and decodes this run's marker in `line`. Tries the frame position first

@@ -108,7 +108,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         if args.server_log.is_none() {
             let _ = std::fs::remove_file(path);
         }
-        server_proc::summary_writes(&log?)
+        server_proc::writes_per_delivery(&log?)
     });
     let mut report = match result {
         Ok(r) => r,
@@ -117,10 +117,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let (Some(server), Some((deliveries, writes))) = (report.server.as_mut(), writes)
-        && deliveries > 0
-    {
-        server.writes_per_delivery = Some(writes as f64 / deliveries as f64);
+    if let Some(server) = report.server.as_mut() {
+        server.writes_per_delivery = writes;
     }
     print!("{report}");
     let _ = std::io::stdout().flush();
@@ -286,7 +284,7 @@ impl Coordinator {
         }
         let cpu_end = pid.and_then(server_proc::cpu_seconds);
         if !self.aborted && c.stalled > 0 {
-            self.phase(Phase::Stall, Duration::from_secs(3));
+            self.phase(Phase::Stall, worker::STALL_LIMIT);
         }
         let rss_after = pid.and_then(server_proc::rss_bytes);
         let results = self.finish();
@@ -302,34 +300,14 @@ impl Coordinator {
             payload: c.payload,
             threads: c.threads,
             source_ips: c.source_ips.len(),
-            established: 0,
-            connect_failed: 0,
-            joined: 0,
-            join_failed: 0,
-            closed_by_server: 0,
-            failures: Vec::new(),
-            server_errors: 0,
-            server_error_samples: Vec::new(),
             connect_secs,
             join_secs,
             idle_secs,
             steady_secs,
             drain_secs,
-            sent: 0,
-            send_skipped: 0,
-            expected: 0,
-            received: 0,
-            lost: 0,
-            duplicated: 0,
-            out_of_order: 0,
-            misrouted: 0,
-            echoes: 0,
-            deliveries_per_sec: 0.0,
-            latency: None,
-            stalled_evicted: 0,
-            server: None,
             harness_cpu_secs: server_proc::own_cpu_seconds() - own_cpu0,
-            problems: Vec::new(),
+            // The counts are added up from the workers' results below.
+            ..Report::default()
         };
         let mut hist = worker::new_histogram();
         let mut failures = std::collections::BTreeMap::new();
@@ -411,44 +389,36 @@ impl Coordinator {
         r
     }
 
-    /// Lists what went wrong, coordinator problems first.
+    /// Lists what went wrong, coordinator problems first, then every non-zero count.
     fn problems_for(&mut self, r: &Report) -> Vec<String> {
         let mut p = std::mem::take(&mut self.problems);
-        if r.connect_failed > 0 {
-            p.push(format!("{} connection(s) failed", r.connect_failed));
-        }
-        if r.join_failed > 0 {
-            p.push(format!("{} client(s) could not join", r.join_failed));
-        }
-        if r.closed_by_server > 0 {
-            p.push(format!(
-                "the server closed {} measured connection(s)",
-                r.closed_by_server
-            ));
-        }
-        if r.lost > 0 {
-            p.push(format!(
-                "{} of {} deliveries lost (not received before the drain ended)",
-                r.lost, r.expected
-            ));
-        }
-        if r.duplicated > 0 {
-            p.push(format!("{} deliveries duplicated", r.duplicated));
-        }
-        if r.out_of_order > 0 {
-            p.push(format!("{} deliveries out of order", r.out_of_order));
-        }
-        if r.misrouted > 0 {
-            p.push(format!(
-                "{} deliveries reached a client outside the sender's room",
-                r.misrouted
-            ));
-        }
-        if r.send_skipped > 0 {
-            p.push(format!(
-                "{} messages not sent (sender gone, or the server stopped reading from it)",
-                r.send_skipped
-            ));
+        let lost = format!(
+            "of {} deliveries lost (not received before the drain ended)",
+            r.expected
+        );
+        let counts = [
+            (r.connect_failed, "connection(s) failed"),
+            (r.join_failed, "client(s) could not join"),
+            (
+                r.closed_by_server,
+                "measured connection(s) closed by the server",
+            ),
+            (r.lost, lost.as_str()),
+            (r.duplicated, "deliveries duplicated"),
+            (r.out_of_order, "deliveries out of order"),
+            (
+                r.misrouted,
+                "deliveries reached a client outside the sender's room",
+            ),
+            (
+                r.send_skipped,
+                "messages not sent (sender gone, or the server stopped reading from it)",
+            ),
+        ];
+        for (n, what) in counts {
+            if n > 0 {
+                p.push(format!("{n} {what}"));
+            }
         }
         p
     }

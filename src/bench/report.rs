@@ -49,7 +49,7 @@ pub struct ServerStats {
 
 /// Everything a run measured. Counts cover the measured clients; `--stalled` clients
 /// appear only in `stalled` and `stalled_evicted`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
     /// Server address.
     pub addr: String,

@@ -99,6 +99,14 @@ pub fn summary_writes(log: &str) -> Option<(u64, u64)> {
     found
 }
 
+/// Write syscalls per delivery over a server log's summary lines, or `None` without
+/// such lines or deliveries.
+pub fn writes_per_delivery(log: &str) -> Option<f64> {
+    summary_writes(log)
+        .filter(|&(deliveries, _)| deliveries > 0)
+        .map(|(deliveries, writes)| writes as f64 / deliveries as f64)
+}
+
 /// A `loopchat server` child process, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct SpawnedServer {
@@ -237,5 +245,7 @@ mod tests {
                    z INFO shut down: 5 connections closed\n";
         assert_eq!(summary_writes(log), Some((100, 50)));
         assert_eq!(summary_writes("nothing here"), None);
+        assert_eq!(writes_per_delivery(log), Some(0.5));
+        assert_eq!(writes_per_delivery("nothing here"), None);
     }
 }

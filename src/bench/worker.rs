@@ -14,7 +14,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -112,14 +114,15 @@ impl Shared {
         }
     }
 
-    /// The current phase.
+    /// The current phase. Acquire pairs with [`Shared::set_phase`]: what the coordinator
+    /// wrote before announcing the phase (`steady_start_us`, `room_sent`) is visible.
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Relaxed))
+        Phase::from_u8(self.phase.load(Acquire))
     }
 
     /// Announces the next phase (the caller then wakes the workers).
     pub fn set_phase(&self, p: Phase) {
-        self.phase.store(p as u8, Relaxed);
+        self.phase.store(p as u8, Release);
     }
 }
 
@@ -145,9 +148,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// The last phase this worker finished.
+    /// The last phase this worker finished. Acquire pairs with the worker's release
+    /// store, so `done_at_us` and its `room_sent` additions are visible.
     pub fn done_phase(&self) -> Phase {
-        Phase::from_u8(self.done.load(Relaxed))
+        Phase::from_u8(self.done.load(Acquire))
     }
 }
 
@@ -261,9 +265,11 @@ const MAX_LINE: usize = 1 << 20;
 /// Bound on a poll, so the abort flag is seen even without a wake-up.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
-/// How long the stall phase reads the stalled clients at most, and how long one of them
-/// may be silent before it counts as still connected.
-const STALL_LIMIT: Duration = Duration::from_secs(3);
+/// How long the stall phase reads the stalled clients at most (the coordinator bounds
+/// the phase with it too).
+pub const STALL_LIMIT: Duration = Duration::from_secs(3);
+/// How long a stalled client may be silent in the stall phase before it counts as still
+/// connected (not evicted).
 const STALL_QUIET: Duration = Duration::from_millis(500);
 
 /// Distinct server error lines kept as samples.
@@ -465,8 +471,7 @@ impl Worker {
         let p = &self.shared.workers[self.index];
         let us = self.shared.epoch.elapsed().as_micros() as u64;
         p.done_at_us.store(us, Relaxed);
-        p.done
-            .store(self.phase as u8, std::sync::atomic::Ordering::Release);
+        p.done.store(self.phase as u8, Release);
     }
 
     fn publish(&self) {
@@ -827,15 +832,12 @@ impl Worker {
 
     /// Appends `bytes` to the client's output and writes what the socket takes.
     fn queue(&mut self, i: usize, bytes: &[u8]) {
-        let c = &mut self.clients[i];
-        if c.out_pos > 0 && c.out_pos == c.out.len() {
-            c.out.clear();
-            c.out_pos = 0;
-        }
-        c.out.extend_from_slice(bytes);
+        self.clients[i].out.extend_from_slice(bytes);
         self.flush(i);
     }
 
+    /// Writes queued output until the socket would block. Leaves `out` either empty or
+    /// with unwritten bytes from `out_pos` (compacted once 64 KiB are written).
     fn flush(&mut self, i: usize) {
         let c = &mut self.clients[i];
         let Some(stream) = c.stream.as_mut() else {
@@ -1025,11 +1027,14 @@ impl LineCtx<'_> {
         let joining = w.clients[i].state == State::Joining;
         if let Some(err) = line.strip_prefix(b"ERROR:") {
             w.r.server_errors += 1;
-            let text = String::from_utf8_lossy(line).into_owned();
-            if w.r.server_error_samples.len() < MAX_ERROR_SAMPLES
-                && !w.r.server_error_samples.contains(&text)
-            {
-                w.r.server_error_samples.push(text);
+            // A server that refuses every message sends one of these per message: copy
+            // the text only when it becomes a sample.
+            let samples = &mut w.r.server_error_samples;
+            if samples.len() < MAX_ERROR_SAMPLES {
+                let text = String::from_utf8_lossy(line);
+                if !samples.iter().any(|s| *s == text) {
+                    samples.push(text.into_owned());
+                }
             }
             if joining {
                 let why = format!("server said ERROR:{}", String::from_utf8_lossy(err));
