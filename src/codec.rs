@@ -273,7 +273,7 @@ pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
 
 /// C0, DEL and C1 control characters, except tab: nothing that moves a cursor or
 /// starts an escape sequence may reach another person's terminal.
-fn is_control(c: char) -> bool {
+pub fn is_control(c: char) -> bool {
     c != '\t' && c.is_control()
 }
 

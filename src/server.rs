@@ -146,6 +146,8 @@ pub struct Server {
     text_buf: Vec<u8>,
     max_clients: usize,
     accept_paused: bool,
+    /// Whether the last `accept` failed for want of descriptors (logged once).
+    out_of_fds: bool,
     /// When output was last written (for `--coalesce`).
     last_flush: Instant,
     shutting_down: bool,
@@ -219,6 +221,7 @@ impl Server {
             text_buf: Vec::new(),
             max_clients,
             accept_paused: false,
+            out_of_fds: false,
             last_flush: now,
             shutting_down: false,
             exit_now: false,
@@ -330,11 +333,23 @@ impl Server {
         }
         while let Some(listener) = &self.listener {
             match listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer, now),
+                Ok((socket, peer)) => {
+                    if self.out_of_fds {
+                        self.out_of_fds = false;
+                        info!("accepting again");
+                    }
+                    self.admit(socket, peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if out_of_descriptors(&e) => {
-                    warn!("accept: {e}; pausing accepts for {ACCEPT_RETRY:?}");
+                    // One warning per episode, not one per retry.
+                    if !self.out_of_fds {
+                        self.out_of_fds = true;
+                        warn!("accept: {e}; pausing accepts, retrying every {ACCEPT_RETRY:?}");
+                    } else {
+                        debug!("accept: {e}; still paused");
+                    }
                     self.accept_paused = true;
                     self.timers.insert(now + ACCEPT_RETRY, Timer::AcceptRetry);
                     return;

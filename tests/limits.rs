@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use loopchat::ServerConfig;
+use loopchat::bench::server_proc::{self, LIFT_LIMITS};
 use util::{Client, named, start, start_default};
 
 /// Builds a line of exactly `len` bytes: `SAY::` and padding.
@@ -353,30 +354,14 @@ fn answer(mut c: Client, wait: Duration) -> Answer {
     }
 }
 
-/// CPU seconds a process has used, from `/proc/<pid>/stat`.
+/// CPU seconds a process has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks as f64 / hz
+    server_proc::cpu_seconds(pid).expect("read /proc/<pid>/stat")
 }
-
-const NO_ABUSE_LIMITS: [&str; 8] = [
-    "--rate",
-    "0",
-    "--connect-rate",
-    "0",
-    "--max-conns-per-ip",
-    "0",
-    "--max-strikes",
-    "0",
-];
 
 #[test]
 fn client_cap_is_derived_from_the_open_files_limit() {
-    let bin = util::Binary::start_with_nofile(&NO_ABUSE_LIMITS, Some(64));
+    let bin = util::Binary::start_with_nofile(&LIFT_LIMITS, Some(64));
     let clients: Vec<Client> = (0..70).map(|_| Client::connect_raw(bin.addr)).collect();
     let mut greeted = Vec::new();
     let mut full = 0;
@@ -400,7 +385,7 @@ fn client_cap_is_derived_from_the_open_files_limit() {
 
 #[test]
 fn a_server_at_its_file_descriptor_limit_neither_spins_nor_stalls() {
-    let mut args = NO_ABUSE_LIMITS.to_vec();
+    let mut args = LIFT_LIMITS.to_vec();
     args.extend(["--max-clients", "1000"]);
     let bin = util::Binary::start_with_nofile(&args, Some(64));
     let clients: Vec<Client> = (0..80).map(|_| Client::connect_raw(bin.addr)).collect();

@@ -524,6 +524,11 @@ impl Binary {
         bin
     }
 
+    /// Whether the server has logged a line containing `needle` so far.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
     /// Sends `sig` to the server process.
     pub fn signal(&self, sig: libc::c_int) {
         let pid = self.child.id() as libc::pid_t;
