@@ -9,15 +9,15 @@
 
 mod util;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use loopchat::ServerConfig;
-use util::{Client, GREETING, TIMEOUT, named, said, says, show, start};
+use util::{Client, GREETING, TIMEOUT, named, said, says, start};
 
 /// The offender in most tests (the kernel's default source address).
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
@@ -57,161 +57,11 @@ fn exempt_local2() -> Vec<loopchat::net::Cidr> {
     vec!["127.0.0.2/32".parse().unwrap()]
 }
 
-/// A client connected from a chosen source address. `util::Client` always lets the
-/// kernel pick the source (127.0.0.1 or ::1), and cannot wrap a socket made elsewhere.
-struct Sock {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Sock {
-    /// Connects from `from` to `server` without reading anything. A server on an
-    /// IPv4-mapped IPv6 address is reached over IPv4.
-    #[track_caller]
-    fn connect_raw(server: SocketAddr, from: IpAddr) -> Sock {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let server = SocketAddr::new(server.ip().to_canonical(), server.port());
-        let socket = Socket::new(
-            Domain::for_address(server),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .unwrap();
-        if let Err(e) = socket.bind(&SocketAddr::new(from, 0).into()) {
-            panic!("bind a client socket to {from}: {e}");
-        }
-        if let Err(e) = socket.connect(&server.into()) {
-            panic!("connect from {from} to {server}: {e}");
-        }
-        let stream: TcpStream = socket.into();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Sock {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Connects from `from` and asserts the greeting.
-    #[track_caller]
-    fn connect(server: SocketAddr, from: IpAddr) -> Sock {
-        let mut s = Sock::connect_raw(server, from);
-        s.expect_line(GREETING);
-        s
-    }
-
-    /// Connects from `from`, takes `name` and asserts the reply.
-    #[track_caller]
-    fn connect_named(server: SocketAddr, from: IpAddr, name: &str) -> Sock {
-        let mut s = Sock::connect(server, from);
-        s.send_line(&format!("JOIN:{name}"));
-        s.expect_line(&format!("SERVER:you are {name} in #lobby\n"));
-        s
-    }
-
-    #[track_caller]
-    fn send(&mut self, bytes: &[u8]) {
-        if let Err(e) = self.stream.write_all(bytes) {
-            panic!("write of {} failed: {e}", show(bytes));
-        }
-    }
-
-    #[track_caller]
-    fn send_line(&mut self, line: &str) {
-        self.send(format!("{line}\n").as_bytes());
-    }
-
-    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// The next complete line, line end included.
-    #[track_caller]
-    fn read_line(&mut self) -> String {
-        let mut searched = 0;
-        loop {
-            if let Some(i) = self.buf[searched..].iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..searched + i + 1).collect();
-                return String::from_utf8_lossy(&line).into_owned();
-            }
-            searched = self.buf.len();
-            match self.fill() {
-                Ok(0) => panic!(
-                    "end of stream while waiting for a line; partial: {:?}",
-                    show(&self.buf)
-                ),
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "no line within {TIMEOUT:?} ({e}); partial: {:?}",
-                    show(&self.buf)
-                ),
-            }
-        }
-    }
-
-    #[track_caller]
-    fn expect_line(&mut self, expected: &str) {
-        let got = self.read_line();
-        assert!(
-            got == expected,
-            "expected line {:?}\n       got line {:?}",
-            show(expected.as_bytes()),
-            show(got.as_bytes())
-        );
-    }
-
-    #[track_caller]
-    fn expect_lines(&mut self, expected: &[&str]) {
-        for line in expected {
-            self.expect_line(line);
-        }
-    }
-
-    /// Asserts a clean end of stream with nothing more said.
-    #[track_caller]
-    fn expect_eof(&mut self) {
-        assert!(
-            self.buf.is_empty(),
-            "expected end of stream, have unread {:?}",
-            show(&self.buf)
-        );
-        match self.fill() {
-            Ok(0) => {}
-            Ok(_) => panic!("expected end of stream, got {:?}", show(&self.buf)),
-            Err(e) => panic!("expected end of stream within {TIMEOUT:?}, got {e}"),
-        }
-    }
-
-    /// Proves nothing was queued for this (frame-mode) client before this point. Costs
-    /// a token: do not use it on a client at its rate limit.
-    #[track_caller]
-    fn barrier(&mut self) {
-        self.send(b"ROOMS:\n");
-        let line = self.read_line();
-        assert!(
-            line.starts_with("SERVER:rooms ("),
-            "expected the ROOMS: reply, got {line:?}"
-        );
-    }
-}
-
 /// Asserts that a new connection from `from` gets exactly `refusal`, no greeting, then
 /// end of stream.
 #[track_caller]
 fn expect_refused(server: SocketAddr, from: IpAddr, refusal: &str) {
-    let mut s = Sock::connect_raw(server, from);
+    let mut s = Client::connect_raw_from(server, from);
     s.expect_line(refusal);
     s.expect_eof();
 }
@@ -219,10 +69,10 @@ fn expect_refused(server: SocketAddr, from: IpAddr, refusal: &str) {
 /// Connects from `from` every [`RETRY`] until the server greets instead of refusing
 /// with exactly `refusal`; fails after [`TIMEOUT`]. Returns the admitted client.
 #[track_caller]
-fn connect_once_admitted(server: SocketAddr, from: IpAddr, refusal: &str) -> Sock {
+fn connect_once_admitted(server: SocketAddr, from: IpAddr, refusal: &str) -> Client {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let mut s = Sock::connect_raw(server, from);
+        let mut s = Client::connect_raw_from(server, from);
         let first = s.read_line();
         if first == GREETING {
             return s;
@@ -243,7 +93,7 @@ fn connect_once_admitted(server: SocketAddr, from: IpAddr, refusal: &str) -> Soc
 /// Reads `n` lines and returns them sorted, for notices whose relative order the
 /// server does not promise (several connections closed in one batch).
 #[track_caller]
-fn sorted_lines(s: &mut Sock, n: usize) -> Vec<String> {
+fn sorted_lines(s: &mut Client, n: usize) -> Vec<String> {
     let mut lines: Vec<String> = (0..n).map(|_| s.read_line()).collect();
     lines.sort();
     lines
@@ -263,8 +113,8 @@ fn flooder_is_rate_limited_then_banned_with_every_connection_of_its_ip() {
         ..util::config()
     });
     let addr = server.addr;
-    let mut carol = Sock::connect_named(addr, EXEMPT, "carol");
-    let mut dave = Sock::connect_named(addr, EXEMPT, "dave");
+    let mut carol = Client::connect_named_from(addr, EXEMPT, "carol");
+    let mut dave = Client::connect_named_from(addr, EXEMPT, "dave");
     carol.expect_line("JOIN:dave\n");
     let mut mallory = Client::connect_named(addr, "mallory");
     carol.expect_line("JOIN:mallory\n");
@@ -310,7 +160,7 @@ fn banned_ip_reconnecting_is_told_how_long_remains_and_closed() {
         ..util::config()
     });
     let addr = server.addr;
-    let mut bystander = Sock::connect_named(addr, OTHER, "olive");
+    let mut bystander = Client::connect_named_from(addr, OTHER, "olive");
     let mut mallory = Client::connect(addr);
     mallory.send(b"SAY::a\nSAY::b\n");
     // The first chat line of a nameless connection makes it a guest.
@@ -326,7 +176,7 @@ fn banned_ip_reconnecting_is_told_how_long_remains_and_closed() {
     }
     // Another address is not affected: it connects and chats (one line: the burst is
     // one token, and the bystander spent its own on JOIN).
-    let mut other = Sock::connect(addr, OTHER);
+    let mut other = Client::connect_from(addr, OTHER);
     other.send_line("SAY::hi");
     other.expect_line("SERVER:you are guest2 in #lobby\n");
     bystander.expect_lines(&["JOIN:guest2\n", "SAY:guest2:hi\n"]);
@@ -391,7 +241,7 @@ fn leave_is_never_rate_limited() {
         max_strikes: 0,
         ..util::config()
     });
-    let mut watcher = Sock::connect_named(server.addr, OTHER, "watcher");
+    let mut watcher = Client::connect_named_from(server.addr, OTHER, "watcher");
     let mut alice = Client::connect_named(server.addr, "alice");
     watcher.expect_line("JOIN:alice\n");
     alice.send(b"SAY::one\nSAY::two\nLEAVE:bye\n");
@@ -412,7 +262,7 @@ fn bad_lines_cost_tokens_so_an_error_flood_is_limited_too() {
     });
     // The name costs one token, two more buy two error replies; the third bad line is dropped with a strike,
     // the fourth earns the ban.
-    let mut mallory = Sock::connect_named(server.addr, OTHER, "mallory");
+    let mut mallory = Client::connect_named_from(server.addr, OTHER, "mallory");
     mallory.send(b"NOPE:1\n\nNOPE:3\nNOPE:4\nNOPE:5\n");
     mallory.expect_lines(&[
         "ERROR:unknown command NOPE (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)\n",
@@ -434,7 +284,7 @@ fn strikes_wear_off_so_an_occasional_offender_is_never_banned() {
         ..util::config()
     });
     let addr = server.addr;
-    let mut watcher = Sock::connect_named(addr, OTHER, "watcher");
+    let mut watcher = Client::connect_named_from(addr, OTHER, "watcher");
     let mut sam = Client::connect_named(addr, "sam");
     watcher.expect_line("JOIN:sam\n");
     // The client's own pace, not a wait for the server: 250 ms refills the bucket
@@ -467,7 +317,7 @@ fn per_ip_cap_refuses_the_extra_connection_and_admits_one_after_a_close() {
     let [mut a, mut b] = named(addr, ["a", "b"]);
     expect_refused(addr, LOCAL, TOO_MANY);
     // Another address has a cap of its own.
-    let _other = Sock::connect(addr, OTHER);
+    let _other = Client::connect_from(addr, OTHER);
     // The refusal hurt neither of the two.
     a.send_line("SAY::still fine");
     b.expect_line("SAY:a:still fine\n");
@@ -490,11 +340,11 @@ fn connect_rate_throttle_refuses_fast_connects_and_refills_at_rate() {
     let addr = server.addr;
     let started = Instant::now();
     for _ in 0..3 {
-        drop(Sock::connect(addr, LOCAL));
+        drop(Client::connect_from(addr, LOCAL));
     }
     expect_refused(addr, LOCAL, TOO_FAST);
     // The throttle is per address.
-    drop(Sock::connect(addr, OTHER));
+    drop(Client::connect_from(addr, OTHER));
 
     // One token every 500 ms from the first connect.
     let _again = connect_once_admitted(addr, LOCAL, TOO_FAST);
@@ -516,7 +366,7 @@ fn connection_refusals_earn_strikes_and_the_ban_closes_open_connections() {
         ..util::config()
     });
     let addr = server.addr;
-    let mut watcher = Sock::connect_named(addr, OTHER, "watcher");
+    let mut watcher = Client::connect_named_from(addr, OTHER, "watcher");
     let mut held = Client::connect_named(addr, "held");
     watcher.expect_line("JOIN:held\n");
     // First refusal: a strike. Second: the ban, which reaches the open connection too.
@@ -566,9 +416,9 @@ fn exempt_address_is_never_limited_capped_or_banned() {
     });
     let addr = server.addr;
     // Over the cap and over the connect rate, all greeted.
-    let extra: Vec<Sock> = (0..5).map(|_| Sock::connect(addr, EXEMPT)).collect();
-    let mut sender = Sock::connect_named(addr, EXEMPT, "sender");
-    let mut receiver = Sock::connect_named(addr, EXEMPT, "receiver");
+    let extra: Vec<Client> = (0..5).map(|_| Client::connect_from(addr, EXEMPT)).collect();
+    let mut sender = Client::connect_named_from(addr, EXEMPT, "sender");
+    let mut receiver = Client::connect_named_from(addr, EXEMPT, "receiver");
     sender.expect_line("JOIN:receiver\n");
     sender.send(&says(0..1000, 10));
     for i in 0..1000 {
@@ -579,7 +429,7 @@ fn exempt_address_is_never_limited_capped_or_banned() {
     drop(extra);
 
     // Control: the same limits bite a non-exempt address at once.
-    let mut first = Sock::connect(addr, OTHER);
+    let mut first = Client::connect_from(addr, OTHER);
     expect_refused(addr, OTHER, &banned_refusal(60));
     first.expect_line(&ban_notice(60));
     first.expect_eof();
@@ -650,7 +500,7 @@ fn ipv4_peers_of_a_dual_stack_listener_are_limited_per_ipv4_address() {
     let addr = server.addr;
     // The server sees ::ffff:127.0.0.1; it must count it as 127.0.0.1 (not as the /64
     // that holds every IPv4 address) and match it against IPv4 exempt ranges.
-    let mut mallory = Sock::connect(addr, LOCAL);
+    let mut mallory = Client::connect_from(addr, LOCAL);
     mallory.send(b"SAY::a\nSAY::b\n");
     // The first chat line of a nameless connection makes it a guest.
     mallory.expect_line(GUEST1);
@@ -658,8 +508,8 @@ fn ipv4_peers_of_a_dual_stack_listener_are_limited_per_ipv4_address() {
     mallory.expect_eof();
     expect_refused(addr, LOCAL, &banned_refusal(60));
 
-    let mut other = Sock::connect_named(addr, OTHER, "other");
-    let mut sender = Sock::connect_named(addr, EXEMPT, "sender");
+    let mut other = Client::connect_named_from(addr, OTHER, "other");
+    let mut sender = Client::connect_named_from(addr, EXEMPT, "sender");
     other.expect_line("JOIN:sender\n");
     sender.send(&says(0..100, 1));
     for i in 0..100 {
@@ -827,13 +677,13 @@ fn ban_scenario(extra_flags: &[&str]) -> Vec<String> {
     flags.extend_from_slice(extra_flags);
     let mut server = Binary::start(&flags);
     let addr = server.addr;
-    let mut watcher = Sock::connect_named(addr, EXEMPT, "watcher");
-    let mut olive = Sock::connect_named(addr, OTHER, "olive");
+    let mut watcher = Client::connect_named_from(addr, EXEMPT, "watcher");
+    let mut olive = Client::connect_named_from(addr, OTHER, "olive");
     watcher.expect_line("JOIN:olive\n");
     // Over the cap of one: refused, one strike of two for olive's address.
     expect_refused(addr, OTHER, TOO_MANY);
 
-    let mut mallory = Sock::connect_named(addr, LOCAL, "mallory");
+    let mut mallory = Client::connect_named_from(addr, LOCAL, "mallory");
     watcher.expect_line("JOIN:mallory\n");
     olive.expect_line("JOIN:mallory\n");
     // JOIN took one token of two: SAY 1 passes, 2 is a strike, 3 the ban.
@@ -915,7 +765,7 @@ fn sigusr1_lists_the_active_bans_with_time_left() {
     server.signal(libc::SIGUSR1);
     server.wait_for("no bans yet", |m| m == "0 active bans");
 
-    let mut mallory = Sock::connect(server.addr, LOCAL);
+    let mut mallory = Client::connect_from(server.addr, LOCAL);
     mallory.send(b"SAY::a\nSAY::b\n");
     // The first chat line of a nameless connection makes it a guest.
     mallory.expect_line(GUEST1);
@@ -957,7 +807,7 @@ fn expiry_scenario(redact: bool) -> Vec<String> {
     }
     let shown = if redact { "[redacted]" } else { "127.0.0.1" };
     let mut server = Binary::start(&flags);
-    let mut mallory = Sock::connect(server.addr, LOCAL);
+    let mut mallory = Client::connect_from(server.addr, LOCAL);
     let flooded = Instant::now();
     mallory.send(b"SAY::a\nSAY::b\n");
     mallory.expect_line(GUEST1);

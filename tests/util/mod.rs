@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -153,6 +153,41 @@ impl Client {
         socket.set_recv_buffer_size(bytes).unwrap();
         socket.connect(&addr.into()).expect("connect to the server");
         Client::from_stream(socket.into())
+    }
+
+    /// Connects from the local address `from` (another loopback address plays another
+    /// IP) without reading anything. A server on an IPv4-mapped IPv6 address is reached
+    /// over IPv4.
+    #[track_caller]
+    pub fn connect_raw_from(addr: SocketAddr, from: IpAddr) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .expect("create a client socket");
+        if let Err(e) = socket.bind(&SocketAddr::new(from, 0).into()) {
+            panic!("bind a client socket to {from}: {e}");
+        }
+        if let Err(e) = socket.connect(&addr.into()) {
+            panic!("connect from {from} to {addr}: {e}");
+        }
+        Client::from_stream(socket.into())
+    }
+
+    /// [`Client::connect_raw_from`], then asserts the greeting.
+    #[track_caller]
+    pub fn connect_from(addr: SocketAddr, from: IpAddr) -> Client {
+        let mut c = Client::connect_raw_from(addr, from);
+        c.expect_line(GREETING);
+        c
+    }
+
+    /// [`Client::connect_from`], then takes `name` and asserts the reply.
+    #[track_caller]
+    pub fn connect_named_from(addr: SocketAddr, from: IpAddr, name: &str) -> Client {
+        let mut c = Client::connect_from(addr, from);
+        c.send_line(&format!("JOIN:{name}"));
+        c.expect_line(&format!("SERVER:you are {name} in #lobby\n"));
+        c
     }
 
     fn from_stream(stream: TcpStream) -> Client {
