@@ -70,15 +70,13 @@ fn shutdown_flushes_what_is_owed_before_the_notice() {
     server.wait_exit(Duration::from_secs(2));
 }
 
-#[test]
-fn shutdown_gives_up_on_a_client_that_never_reads_after_the_linger() {
-    let server = start(ServerConfig {
-        linger: Duration::from_millis(300),
-        max_output: 16 << 20,
-        ..util::config()
-    });
-    let mut alice = Client::connect_named(server.addr, "alice");
-    let mut slow = Client::connect_small_rcvbuf(server.addr, 4096);
+/// Joins alice and a reader that never reads, and has alice say more than the kernel
+/// holds for the reader, so the server is left owing it output. Both stay connected
+/// while the returned clients live.
+#[track_caller]
+fn stuck_reader_with_output_owed(addr: std::net::SocketAddr) -> (Client, Client) {
+    let mut alice = Client::connect_named(addr, "alice");
+    let mut slow = Client::connect_small_rcvbuf(addr, 4096);
     slow.expect_line(util::GREETING);
     slow.send(b"JOIN:slowpoke\n");
     slow.expect_line("SERVER:you are slowpoke in #lobby\n");
@@ -86,6 +84,17 @@ fn shutdown_gives_up_on_a_client_that_never_reads_after_the_linger() {
     // More than the kernel holds for slowpoke, under the (raised) output cap.
     alice.send(&util::says(0..2700, 3000));
     alice.barrier();
+    (alice, slow)
+}
+
+#[test]
+fn shutdown_gives_up_on_a_client_that_never_reads_after_the_linger() {
+    let server = start(ServerConfig {
+        linger: Duration::from_millis(300),
+        max_output: 16 << 20,
+        ..util::config()
+    });
+    let (mut alice, _slow) = stuck_reader_with_output_owed(server.addr);
 
     let begin = Instant::now();
     server.shutdown_and_wait(Duration::from_secs(3));
@@ -140,15 +149,7 @@ fn a_second_sigterm_exits_at_once() {
         "--max-output",
         "16777216",
     ]);
-    let mut alice = Client::connect_named(bin.addr, "alice");
-    let mut slow = Client::connect_small_rcvbuf(bin.addr, 4096);
-    slow.expect_line(util::GREETING);
-    slow.send(b"JOIN:slowpoke\n");
-    slow.expect_line("SERVER:you are slowpoke in #lobby\n");
-    alice.expect_line("JOIN:slowpoke\n");
-    // More than the kernel holds for slowpoke, under the (raised) output cap.
-    alice.send(&util::says(0..2700, 3000));
-    alice.barrier();
+    let (mut alice, _slow) = stuck_reader_with_output_owed(bin.addr);
 
     bin.signal(libc::SIGTERM);
     alice.expect_line(NOTICE);
