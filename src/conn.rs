@@ -13,6 +13,7 @@ use mio::Interest;
 use mio::net::TcpStream;
 
 use crate::codec::{Dialect, LineReader, TelnetFilter};
+use crate::outq::BufferPool;
 use crate::rate::TokenBucket;
 use crate::timer::TimerId;
 
@@ -188,72 +189,5 @@ impl Conn {
             self.registered_interest = wanted;
         }
         Ok(())
-    }
-}
-
-/// Spare output buffers, so a busy connection reuses memory instead of allocating per
-/// message while an idle one holds none.
-#[derive(Debug, Default)]
-pub struct BufferPool {
-    spare: Vec<Vec<u8>>,
-    /// Capacity held in `spare`, in bytes.
-    bytes: usize,
-}
-
-/// Capacity the pool keeps at most (bytes); beyond it, drained buffers are freed, so a
-/// burst does not pin memory after it has passed.
-const POOL_MAX_BYTES: usize = 4 << 20;
-/// A buffer larger than this (bytes) is freed, not pooled.
-const POOL_MAX_CAPACITY: usize = 64 * 1024;
-/// First capacity of a fresh buffer: several chat lines.
-const BUFFER_START: usize = 512;
-
-impl BufferPool {
-    /// An empty buffer, reused if one is spare.
-    pub fn take(&mut self) -> Vec<u8> {
-        match self.spare.pop() {
-            Some(buf) => {
-                self.bytes -= buf.capacity();
-                buf
-            }
-            None => Vec::with_capacity(BUFFER_START),
-        }
-    }
-
-    /// Returns a buffer for reuse.
-    pub fn put(&mut self, mut buf: Vec<u8>) {
-        let cap = buf.capacity();
-        if cap > 0 && cap <= POOL_MAX_CAPACITY && self.bytes + cap <= POOL_MAX_BYTES {
-            buf.clear();
-            self.bytes += cap;
-            self.spare.push(buf);
-        }
-    }
-
-    /// Bytes of capacity held for reuse.
-    pub fn held(&self) -> usize {
-        self.bytes
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pool_reuses_buffers_and_caps_what_it_holds() {
-        let mut pool = BufferPool::default();
-        let buf = pool.take();
-        assert_eq!(buf.capacity(), BUFFER_START);
-        pool.put(buf);
-        assert_eq!(pool.held(), BUFFER_START);
-        assert_eq!(pool.take().capacity(), BUFFER_START);
-        assert_eq!(pool.held(), 0);
-        pool.put(Vec::with_capacity(POOL_MAX_CAPACITY + 1));
-        assert_eq!(pool.held(), 0, "oversized buffers are freed");
-        for _ in 0..(POOL_MAX_BYTES / POOL_MAX_CAPACITY) + 10 {
-            pool.put(Vec::with_capacity(POOL_MAX_CAPACITY));
-        }
-        assert!(pool.held() <= POOL_MAX_BYTES);
     }
 }

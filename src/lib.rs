@@ -33,6 +33,7 @@ pub mod config;
 pub mod conn;
 pub mod hub;
 pub mod net;
+pub mod outq;
 pub mod rate;
 pub mod server;
 pub mod timer;

@@ -24,11 +24,16 @@ use slab::Slab;
 use crate::abuse::{Abuse, Admit};
 use crate::codec::{self, Command, Event, LineError, ParseError};
 use crate::config::ServerConfig;
-use crate::conn::{BufferPool, Conn, Mode, State};
+use crate::conn::{Conn, Mode, State};
 use crate::hub::{ConnId, Hub, Next, Outbox};
 use crate::net::{self, IpKey, Redacted};
+use crate::outq::BufferPool;
 use crate::rate::TokenBucket;
 use crate::timer::TimerWheel;
+
+pub mod stats;
+
+use stats::{Stats, Summary};
 
 /// Borrows the server's output side as a [`Delivery`], field by field, so the hub
 /// can be borrowed beside it.
@@ -89,19 +94,6 @@ enum Timer {
     Summary,
     /// Give up flushing at shutdown.
     ShutdownDeadline,
-}
-
-/// Counters for the periodic summary.
-#[derive(Debug, Default, Clone, Copy)]
-struct Stats {
-    accepted: u64,
-    refused: u64,
-    closed: u64,
-    lines_in: u64,
-    deliveries: u64,
-    writes: u64,
-    evictions: u64,
-    rate_limited: u64,
 }
 
 /// Asks a running server to shut down, from any thread.
@@ -795,35 +787,16 @@ impl Server {
     }
 
     fn log_summary(&mut self) {
-        let s = self.stats;
-        let last = self.last_summary;
-        let deliveries = s.deliveries - last.deliveries;
-        let writes = s.writes - last.writes;
-        let per_delivery = if deliveries == 0 {
-            0.0
-        } else {
-            writes as f64 / deliveries as f64
+        let summary = Summary {
+            clients: self.conns.len(),
+            named: self.hub.named(),
+            rooms: self.hub.room_count(),
+            interval: self.config.summary_interval,
+            delta: self.stats.since(&self.last_summary),
+            bans: self.abuse.ban_count(),
         };
-        info!(
-            "summary: {} clients ({} named), {} rooms; last {:?}: {} accepted, {} refused, \
-             {} closed, {} lines in, {} deliveries, {} writes ({:.3} per delivery), \
-             {} rate-limited, {} evicted; {} bans",
-            self.conns.len(),
-            self.hub.named(),
-            self.hub.room_count(),
-            self.config.summary_interval,
-            s.accepted - last.accepted,
-            s.refused - last.refused,
-            s.closed - last.closed,
-            s.lines_in - last.lines_in,
-            deliveries,
-            writes,
-            per_delivery,
-            s.rate_limited - last.rate_limited,
-            s.evictions - last.evictions,
-            self.abuse.ban_count(),
-        );
-        self.last_summary = s;
+        info!("{summary}");
+        self.last_summary = self.stats;
     }
 
     fn log_bans(&self, now: Instant) {
