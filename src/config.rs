@@ -27,10 +27,26 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_output: usize,
 
-    /// Kernel send buffer per connection (SO_SNDBUF) in bytes; 0 leaves the kernel's
-    /// autotuning, which on loopback lets one reader that stops pin about 4 MiB before
-    /// `--max-output` is even reached.
-    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    /// Soft cap on one connection's pending output in bytes: a queue that stays above
+    /// it for `--slow-grace` is evicted. A burst that a reader drains at normal speed
+    /// passes above it without harm.
+    #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
+    pub max_output_soft: usize,
+
+    /// How long a queue may stay above `--max-output-soft` before its connection is
+    /// evicted as not reading.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub slow_grace: Duration,
+
+    /// Budget for all connections' pending output together, in bytes: past it the
+    /// largest queues are evicted first, so many slow readers cannot exhaust memory.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub max_output_total: usize,
+
+    /// Kernel send buffer per connection (SO_SNDBUF) in bytes. Chat lines are small;
+    /// 64 KiB holds hundreds of them and bounds what a reader that stops pins in the
+    /// kernel (autotuning lets it pin about 4 MiB on loopback). 0 = kernel autotuning.
+    #[arg(long, default_value_t = 64 << 10, value_name = "BYTES")]
     pub send_buffer: usize,
 
     /// Maximum number of clients. 0 derives it from the open-files limit, which the
@@ -77,6 +93,25 @@ pub struct ServerConfig {
     /// Messages a connection may send in a burst (token bucket size).
     #[arg(long, default_value_t = 10.0, value_name = "N")]
     pub burst: f64,
+
+    /// Private messages per second one connection may receive, from all senders
+    /// together (token bucket refill; 0 = unlimited). Over it the sender is told the
+    /// recipient is receiving too fast; the recipient is never evicted for PMs.
+    #[arg(long, default_value_t = 10.0, value_name = "PER_SEC")]
+    pub msg_in_rate: f64,
+
+    /// Private messages one connection may receive in a burst.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    pub msg_in_burst: f64,
+
+    /// Messages per second one IP (IPv6: one /64) may send across all its connections
+    /// (0 = unlimited), so many connections cannot do what one may not.
+    #[arg(long, default_value_t = 20.0, value_name = "PER_SEC")]
+    pub ip_rate: f64,
+
+    /// Messages one IP may send in a burst across all its connections.
+    #[arg(long, default_value_t = 40.0, value_name = "N")]
+    pub ip_burst: f64,
 
     /// Strikes that get an IP banned (0 = never ban). A strike is earned by a message
     /// over the rate limit or a connection over the per-IP limits.
