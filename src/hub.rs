@@ -6,14 +6,39 @@
 //! each member's index kept beside it, so joining and leaving are O(1) and a broadcast
 //! is one pass over a slice.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::fmt;
 
 use slab::Slab;
 
 use crate::codec::{Command, Event, MAX_NAME, valid_name, valid_room};
+use crate::notice::Notice;
 
-/// A connection's identity: its slab key in the server.
-pub type ConnId = usize;
+/// A connection's identity: its slab key (also its poll token) and a generation that
+/// tells apart the connections that used the same key one after another. Anything that
+/// answers later — a timer, another thread — carries the whole id, so an answer for a
+/// connection that has gone is dropped instead of reaching the newcomer in its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// The slab key.
+    pub key: u32,
+    /// Which use of that key.
+    pub generation: u32,
+}
+
+impl ConnId {
+    /// The slab key as an index.
+    pub fn index(self) -> usize {
+        self.key as usize
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.key)
+    }
+}
 
 /// The room every named connection starts in.
 pub const LOBBY: &str = "#lobby";
@@ -21,13 +46,40 @@ pub const LOBBY: &str = "#lobby";
 /// Most names (or rooms) listed in one `WHO:` (or `ROOMS:`) answer.
 const LIST_LIMIT: usize = 100;
 
+/// A room as the audience of a broadcast: its name (so storage and a backplane can see
+/// "SAY in #rust") and its members (so local fan-out stays one pass over a slice).
+#[derive(Debug, Clone, Copy)]
+pub struct Audience<'a> {
+    /// The room's name as created, with its `#`.
+    pub room: &'a str,
+    /// The members, in no particular order.
+    pub members: &'a [ConnId],
+}
+
+/// A private message was not delivered: the recipient is receiving too fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
 /// Where the hub's output goes. The server implements it by encoding each event once
 /// per dialect and appending the bytes to the recipients' output queues.
 pub trait Outbox {
     /// Tells one connection.
     fn send(&mut self, to: ConnId, event: Event<'_>);
-    /// Tells every connection in `members` except `except`.
-    fn broadcast(&mut self, members: &[ConnId], except: Option<ConnId>, event: Event<'_>);
+
+    /// Tells every member of a room except `except`.
+    fn to_room(&mut self, room: Audience<'_>, except: Option<ConnId>, event: Event<'_>);
+
+    /// Sends one connection a reply from [`Notice`].
+    fn notice(&mut self, to: ConnId, notice: Notice<'_>) {
+        let text = notice.to_string();
+        self.send(to, notice.event(&text));
+    }
+
+    /// Delivers a private message, unless the recipient is over its inbound limit.
+    fn private(&mut self, to: ConnId, event: Event<'_>) -> Result<(), Busy> {
+        self.send(to, event);
+        Ok(())
+    }
 }
 
 /// What the connection should do after a command.
@@ -40,8 +92,10 @@ pub enum Next {
 }
 
 /// Per-connection chat state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Member {
+    /// The whole id, so a stale id for the same slot is told apart.
+    id: ConnId,
     /// Chosen or guest name; `None` until the connection becomes a member.
     name: Option<Box<str>>,
     /// The room and this member's index in its member list.
@@ -54,10 +108,19 @@ struct Room {
     members: Vec<ConnId>,
 }
 
+impl Room {
+    fn audience(&self) -> Audience<'_> {
+        Audience {
+            room: &self.name,
+            members: &self.members,
+        }
+    }
+}
+
 /// Names, rooms and membership.
 #[derive(Debug)]
 pub struct Hub {
-    /// Indexed by [`ConnId`]; slab keys are dense, so this stays compact.
+    /// Indexed by [`ConnId::key`]; slab keys are dense, so this stays compact.
     members: Vec<Option<Member>>,
     /// Lower-cased name → connection.
     names: HashMap<Box<str>, ConnId>,
@@ -70,7 +133,7 @@ pub struct Hub {
 }
 
 /// Lower-cases a name into `buf` without allocating; `None` if it cannot be a name.
-fn fold<'b>(name: &str, buf: &'b mut [u8; MAX_NAME + 1]) -> Option<&'b str> {
+fn fold<'b>(name: &str, buf: &'b mut [u8; MAX_NAME + 2]) -> Option<&'b str> {
     let bytes = name.as_bytes();
     if bytes.len() > buf.len() {
         return None;
@@ -79,6 +142,24 @@ fn fold<'b>(name: &str, buf: &'b mut [u8; MAX_NAME + 1]) -> Option<&'b str> {
     out.copy_from_slice(bytes);
     out.make_ascii_lowercase();
     std::str::from_utf8(out).ok()
+}
+
+/// Orders names as `WHO:` lists them: without regard to ASCII case, without allocating.
+fn by_folded_name(a: &str, b: &str) -> Ordering {
+    a.bytes()
+        .map(|b| b.to_ascii_lowercase())
+        .cmp(b.bytes().map(|b| b.to_ascii_lowercase()))
+}
+
+/// Sorts the first `limit` items of `items` by `cmp` and leaves the rest unordered
+/// after them: a selection in O(n) plus a sort of what is shown, instead of sorting
+/// all of a room of thousands for a list of a hundred.
+fn sort_prefix<T>(items: &mut [T], limit: usize, cmp: impl Fn(&T, &T) -> Ordering) {
+    if items.len() > limit && limit > 0 {
+        items.select_nth_unstable_by(limit - 1, &cmp);
+    }
+    let shown = items.len().min(limit);
+    items[..shown].sort_unstable_by(&cmp);
 }
 
 impl Hub {
@@ -96,20 +177,29 @@ impl Hub {
 
     /// Registers a new connection (not yet a member of any room).
     pub fn add(&mut self, id: ConnId) {
-        if self.members.len() <= id {
-            self.members.resize_with(id + 1, || None);
+        let i = id.index();
+        if self.members.len() <= i {
+            self.members.resize_with(i + 1, || None);
         }
-        self.members[id] = Some(Member::default());
+        self.members[i] = Some(Member {
+            id,
+            name: None,
+            room: None,
+        });
     }
 
     /// Forgets a connection; its room hears `LEAVE:` when `announce` is set (the server
-    /// clears it at shutdown, when nobody needs to hear it). Safe to call twice.
+    /// clears it at shutdown, when nobody needs to hear it). Safe to call twice, and a
+    /// no-op for an id whose slot now belongs to another connection.
     pub fn remove(&mut self, id: ConnId, announce: bool, out: &mut impl Outbox) {
-        let Some(member) = self.members.get_mut(id).and_then(Option::take) else {
+        if self.member(id).is_none() {
+            return;
+        }
+        let Some(member) = self.members.get_mut(id.index()).and_then(Option::take) else {
             return;
         };
         if let Some(name) = &member.name {
-            let mut buf = [0; MAX_NAME + 1];
+            let mut buf = [0; MAX_NAME + 2];
             if let Some(key) = fold(name, &mut buf) {
                 self.names.remove(key);
             }
@@ -136,25 +226,24 @@ impl Hub {
 
     /// Members of a room, by name (any case); empty if there is no such room.
     pub fn room_members(&self, room: &str) -> &[ConnId] {
-        let mut buf = [0; MAX_NAME + 1];
-        let key = room.strip_prefix('#').and_then(|r| fold(r, &mut buf));
-        key.and_then(|k| self.room_by_folded(k))
-            .map_or(&[], |r| &self.rooms[r].members[..])
-    }
-
-    fn room_by_folded(&self, folded_without_hash: &str) -> Option<usize> {
-        let mut key = String::with_capacity(folded_without_hash.len() + 1);
-        key.push('#');
-        key.push_str(folded_without_hash);
-        self.room_index.get(key.as_str()).copied()
+        let mut buf = [0; MAX_NAME + 2];
+        fold(room, &mut buf)
+            .and_then(|k| self.room_index.get(k))
+            .map_or(&[], |&r| &self.rooms[r].members[..])
     }
 
     fn member(&self, id: ConnId) -> Option<&Member> {
-        self.members.get(id)?.as_ref()
+        self.members
+            .get(id.index())?
+            .as_ref()
+            .filter(|m| m.id == id)
     }
 
     fn member_mut(&mut self, id: ConnId) -> Option<&mut Member> {
-        self.members.get_mut(id)?.as_mut()
+        self.members
+            .get_mut(id.index())?
+            .as_mut()
+            .filter(|m| m.id == id)
     }
 
     /// Applies one command from `id`.
@@ -169,13 +258,7 @@ impl Hub {
             Command::Msg { to, text } => self.msg(id, to, text, out),
             Command::Who => self.who(id, out),
             Command::Rooms => self.list_rooms(id, out),
-            Command::Help => out.send(
-                id,
-                Event::Server(
-                    "commands: /nick <name>, /join #<room>, /msg <name> <text>, /who, /rooms, \
-                     /quit [reason]; any other line is said to your room",
-                ),
-            ),
+            Command::Help => out.notice(id, Notice::Help),
             Command::Leave(_) => return Next::Leave,
         }
         Next::Continue
@@ -183,17 +266,16 @@ impl Hub {
 
     fn nick(&mut self, id: ConnId, name: &str, out: &mut impl Outbox) {
         if !valid_name(name) {
-            let msg = format!("invalid name {name}: use 1-32 of A-Z a-z 0-9 _ - .");
-            return out.send(id, Event::Error(&msg));
+            return out.notice(id, Notice::InvalidName(name));
         }
-        let mut buf = [0; MAX_NAME + 1];
+        let mut buf = [0; MAX_NAME + 2];
         let Some(key) = fold(name, &mut buf) else {
             return;
         };
         if let Some(&owner) = self.names.get(key)
             && owner != id
         {
-            return out.send(id, Event::Error(&format!("name {name} is taken")));
+            return out.notice(id, Notice::NameTaken(name));
         }
         let Some(member) = self.member_mut(id) else {
             return;
@@ -206,22 +288,26 @@ impl Hub {
             }
             Some(old) if &*old == name => {
                 member.name = Some(old);
-                out.send(id, Event::Server(&format!("you are already {name}")));
+                out.notice(id, Notice::AlreadyNamed(name));
             }
             Some(old) => {
                 member.name = Some(name.into());
                 let room = member.room;
-                let mut old_buf = [0; MAX_NAME + 1];
+                let mut old_buf = [0; MAX_NAME + 2];
                 if let Some(old_key) = fold(&old, &mut old_buf) {
                     self.names.remove(old_key);
                 }
                 self.names.insert(key.into(), id);
-                let notice = format!("{old} is now known as {name}");
+                let notice = Notice::Renamed {
+                    old: &old,
+                    new: name,
+                };
                 match room {
                     Some((room, _)) => {
-                        out.broadcast(&self.rooms[room].members, None, Event::Server(&notice))
+                        let text = notice.to_string();
+                        out.to_room(self.rooms[room].audience(), None, Event::Server(&text))
                     }
-                    None => out.send(id, Event::Server(&notice)),
+                    None => out.notice(id, notice),
                 }
             }
         }
@@ -229,8 +315,7 @@ impl Hub {
 
     fn join(&mut self, id: ConnId, room: &str, out: &mut impl Outbox) {
         if !valid_room(room) {
-            let msg = format!("invalid room {room}: use # and 1-32 of A-Z a-z 0-9 _ - .");
-            return out.send(id, Event::Error(&msg));
+            return out.notice(id, Notice::InvalidRoom(room));
         }
         let Some(name) = self.name(id).map(Box::<str>::from) else {
             let guest = self.take_guest_name(id);
@@ -241,29 +326,27 @@ impl Hub {
         };
         if let Some((current, pos)) = member.room {
             if self.rooms[current].name.eq_ignore_ascii_case(room) {
-                let msg = format!("you are already in {}", self.rooms[current].name);
-                return out.send(id, Event::Server(&msg));
+                return out.notice(id, Notice::AlreadyIn(&self.rooms[current].name));
             }
             self.leave_room(id, current, pos, &name, true, out);
         }
         let room = self.enter_room(id, room, &name, out);
-        let msg = format!("you are now in {}", self.rooms[room].name);
-        out.send(id, Event::Server(&msg));
+        out.notice(id, Notice::NowIn(&self.rooms[room].name));
     }
 
     fn say(&mut self, id: ConnId, text: &str, out: &mut impl Outbox) {
         if text.is_empty() {
-            return out.send(id, Event::Error("empty message"));
+            return out.notice(id, Notice::EmptyMessage);
         }
         self.ensure_member(id, out);
         if let Some(Member {
-            name: Some(name),
+            name: Some(from),
             room: Some((room, _)),
+            ..
         }) = self.member(id)
         {
-            let from = name;
-            out.broadcast(
-                &self.rooms[*room].members,
+            out.to_room(
+                self.rooms[*room].audience(),
                 Some(id),
                 Event::Say { from, text },
             );
@@ -272,18 +355,22 @@ impl Hub {
 
     fn msg(&mut self, id: ConnId, to: &str, text: &str, out: &mut impl Outbox) {
         if text.is_empty() {
-            return out.send(id, Event::Error("empty message"));
+            return out.notice(id, Notice::EmptyMessage);
         }
-        let mut buf = [0; MAX_NAME + 1];
+        let mut buf = [0; MAX_NAME + 2];
         let Some(&target) = fold(to, &mut buf).and_then(|k| self.names.get(k)) else {
-            return out.send(id, Event::Error(&format!("no such user {to}")));
+            return out.notice(id, Notice::NoSuchUser(to));
         };
         self.ensure_member(id, out);
-        if let Some(from) = self.name(id) {
-            out.send(target, Event::Msg { from, text });
+        if let Some(from) = self.name(id)
+            && out.private(target, Event::Msg { from, text }).is_err()
+        {
+            out.notice(id, Notice::ReceivingTooFast(to));
         }
     }
 
+    /// `WHO:`: the first 100 names of the room in case-insensitive order, found by
+    /// selection, so the cost does not grow with a sort of the whole room.
     fn who(&self, id: ConnId, out: &mut impl Outbox) {
         let room = match self.member(id).and_then(|m| m.room) {
             Some((room, _)) => Some(room),
@@ -294,7 +381,7 @@ impl Hub {
         };
         let room = &self.rooms[room];
         let mut names: Vec<&str> = room.members.iter().filter_map(|&m| self.name(m)).collect();
-        names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+        sort_prefix(&mut names, LIST_LIMIT, |a, b| by_folded_name(a, b));
         let mut line = format!("{} ({}):", room.name, names.len());
         for name in names.iter().take(LIST_LIMIT) {
             line.push(' ');
@@ -306,9 +393,12 @@ impl Hub {
         out.send(id, Event::Server(&line));
     }
 
+    /// `ROOMS:`: the first 100 rooms by name, found by selection.
     fn list_rooms(&self, id: ConnId, out: &mut impl Outbox) {
         let mut rooms: Vec<&Room> = self.rooms.iter().map(|(_, r)| r).collect();
-        rooms.sort_unstable_by_key(|r| r.name.to_ascii_lowercase());
+        sort_prefix(&mut rooms, LIST_LIMIT, |a, b| {
+            by_folded_name(&a.name, &b.name)
+        });
         let mut line = format!("rooms ({}):", rooms.len());
         for room in rooms.iter().take(LIST_LIMIT) {
             line.push_str(&format!(" {} ({})", room.name, room.members.len()));
@@ -347,8 +437,8 @@ impl Hub {
     /// First entry into a room for a connection that just got its name.
     fn enter(&mut self, id: ConnId, room: &str, name: &str, out: &mut impl Outbox) {
         let room = self.enter_room(id, room, name, out);
-        let msg = format!("you are {name} in {}", self.rooms[room].name);
-        out.send(id, Event::Server(&msg));
+        let room = &self.rooms[room].name;
+        out.notice(id, Notice::YouAre { name, room });
     }
 
     fn announces(&self, room: usize) -> bool {
@@ -376,7 +466,7 @@ impl Hub {
             m.room = Some((room, pos));
         }
         if self.announces(room) {
-            out.broadcast(&self.rooms[room].members, Some(id), Event::Join(name));
+            out.to_room(self.rooms[room].audience(), Some(id), Event::Join(name));
         }
         room
     }
@@ -395,11 +485,11 @@ impl Hub {
         let members = &mut self.rooms[room].members;
         members.swap_remove(pos);
         if let Some(&moved) = members.get(pos)
-            && let Some(Some(m)) = self.members.get_mut(moved)
+            && let Some(m) = self.member_mut(moved)
         {
             m.room = Some((room, pos));
         }
-        if let Some(Some(m)) = self.members.get_mut(id) {
+        if let Some(m) = self.member_mut(id) {
             m.room = None;
         }
         if self.rooms[room].members.is_empty() {
@@ -407,7 +497,7 @@ impl Hub {
             self.room_index
                 .remove(gone.name.to_ascii_lowercase().as_str());
         } else if announce {
-            out.broadcast(&self.rooms[room].members, None, Event::Leave(name));
+            out.to_room(self.rooms[room].audience(), None, Event::Leave(name));
         }
     }
 }
@@ -425,12 +515,13 @@ mod tests {
             let mut buf = Vec::new();
             event.encode(crate::codec::Dialect::Frames, &mut buf);
             self.0.push(format!(
-                "{to} <- {}",
+                "{} <- {}",
+                to.key,
                 String::from_utf8_lossy(&buf).trim_end()
             ));
         }
-        fn broadcast(&mut self, members: &[ConnId], except: Option<ConnId>, event: Event<'_>) {
-            for &m in members {
+        fn to_room(&mut self, room: Audience<'_>, except: Option<ConnId>, event: Event<'_>) {
+            for &m in room.members {
                 if Some(m) != except {
                     self.send(m, event);
                 }
@@ -438,17 +529,21 @@ mod tests {
         }
     }
 
-    fn hub_with(n: usize) -> Hub {
+    fn id(key: u32) -> ConnId {
+        ConnId { key, generation: 0 }
+    }
+
+    fn hub_with(n: u32) -> Hub {
         let mut hub = Hub::new(1000);
-        for id in 0..n {
-            hub.add(id);
+        for key in 0..n {
+            hub.add(id(key));
         }
         hub
     }
 
-    fn run(hub: &mut Hub, id: ConnId, cmd: Command<'_>) -> Vec<String> {
+    fn run(hub: &mut Hub, key: u32, cmd: Command<'_>) -> Vec<String> {
         let mut out = Recorder::default();
-        hub.apply(id, cmd, &mut out);
+        hub.apply(id(key), cmd, &mut out);
         out.0
     }
 
@@ -509,14 +604,14 @@ mod tests {
             run(&mut hub, id, Command::Nick(n));
         }
         let mut out = Recorder::default();
-        hub.remove(0, true, &mut out);
-        hub.remove(2, true, &mut out);
-        let mut members = hub.room_members("#LOBBY").to_vec();
+        hub.remove(id(0), true, &mut out);
+        hub.remove(id(2), true, &mut out);
+        let mut members: Vec<u32> = hub.room_members("#LOBBY").iter().map(|m| m.key).collect();
         members.sort();
         assert_eq!(members, [1, 3]);
         assert_eq!(run(&mut hub, 3, Command::Say("x")), ["1 <- SAY:d:x"]);
-        hub.remove(1, true, &mut out);
-        hub.remove(3, true, &mut out);
+        hub.remove(id(1), true, &mut out);
+        hub.remove(id(3), true, &mut out);
         assert_eq!(hub.room_count(), 0);
         assert_eq!(hub.named(), 0);
     }
@@ -524,8 +619,8 @@ mod tests {
     #[test]
     fn big_rooms_do_not_announce_presence() {
         let mut hub = Hub::new(2);
-        for id in 0..4 {
-            hub.add(id);
+        for key in 0..4 {
+            hub.add(id(key));
         }
         run(&mut hub, 0, Command::Nick("a"));
         assert_eq!(
@@ -535,6 +630,92 @@ mod tests {
         assert_eq!(
             run(&mut hub, 2, Command::Nick("c")),
             ["2 <- SERVER:you are c in #lobby"]
+        );
+    }
+
+    #[test]
+    fn a_stale_id_for_a_reused_slot_is_ignored() {
+        let mut hub = hub_with(2);
+        run(&mut hub, 0, Command::Nick("alice"));
+        run(&mut hub, 1, Command::Nick("bob"));
+        let mut out = Recorder::default();
+        hub.remove(id(1), true, &mut out);
+        // Slot 1 is reused by a new connection.
+        let newcomer = ConnId {
+            key: 1,
+            generation: 1,
+        };
+        hub.add(newcomer);
+        assert_eq!(hub.name(id(1)), None, "the old id no longer names anyone");
+        let mut out = Recorder::default();
+        assert_eq!(
+            hub.apply(id(1), Command::Say("late"), &mut out),
+            Next::Continue
+        );
+        hub.remove(id(1), true, &mut out);
+        assert!(
+            out.0.is_empty(),
+            "a stale id neither speaks nor leaves: {:?}",
+            out.0
+        );
+        let mut out = Recorder::default();
+        hub.apply(newcomer, Command::Nick("carol"), &mut out);
+        assert_eq!(
+            out.0,
+            ["0 <- JOIN:carol", "1 <- SERVER:you are carol in #lobby"]
+        );
+    }
+
+    #[test]
+    fn who_lists_the_first_hundred_names_in_order() {
+        let mut hub = hub_with(150);
+        for key in (0..150).rev() {
+            run(&mut hub, key, Command::Nick(&format!("N{key:03}")));
+        }
+        let out = run(&mut hub, 7, Command::Who);
+        let line = out[0].strip_prefix("7 <- SERVER:#lobby (150): ").unwrap();
+        let names: Vec<&str> = line.split(' ').take(100).collect();
+        let expected: Vec<String> = (0..100).map(|k| format!("N{k:03}")).collect();
+        assert_eq!(names, expected);
+        assert!(line.ends_with(" …and 50 more"));
+    }
+
+    #[test]
+    fn names_sort_without_regard_to_case() {
+        let mut names = vec!["bob", "Alice", "carol", "ALAN"];
+        sort_prefix(&mut names, 3, |a, b| by_folded_name(a, b));
+        assert_eq!(&names[..3], ["ALAN", "Alice", "bob"]);
+    }
+
+    #[test]
+    fn a_busy_recipient_turns_a_private_message_into_an_error_for_the_sender() {
+        struct Full(Recorder);
+        impl Outbox for Full {
+            fn send(&mut self, to: ConnId, event: Event<'_>) {
+                self.0.send(to, event)
+            }
+            fn to_room(&mut self, room: Audience<'_>, except: Option<ConnId>, event: Event<'_>) {
+                self.0.to_room(room, except, event)
+            }
+            fn private(&mut self, _: ConnId, _: Event<'_>) -> Result<(), Busy> {
+                Err(Busy)
+            }
+        }
+        let mut hub = hub_with(2);
+        run(&mut hub, 0, Command::Nick("alice"));
+        run(&mut hub, 1, Command::Nick("bob"));
+        let mut out = Full(Recorder::default());
+        hub.apply(
+            id(0),
+            Command::Msg {
+                to: "BOB",
+                text: "hi",
+            },
+            &mut out,
+        );
+        assert_eq!(
+            out.0.0,
+            ["0 <- ERROR:BOB is receiving too fast, message dropped"]
         );
     }
 }

@@ -33,6 +33,7 @@ pub mod config;
 pub mod conn;
 pub mod hub;
 pub mod net;
+pub mod notice;
 pub mod outq;
 pub mod rate;
 pub mod server;
