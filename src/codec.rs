@@ -219,7 +219,8 @@ pub enum ParseError<'a> {
     Empty,
     /// The line was not valid UTF-8.
     InvalidUtf8,
-    /// The line holds a control character (other than tab).
+    /// The line holds a control character (other than tab) or a character that can
+    /// forge lines; see [`is_control`].
     ControlChar,
     /// A frame whose verb we do not know.
     UnknownVerb(&'a str),
@@ -259,7 +260,8 @@ pub fn is_frame(line: &[u8]) -> bool {
         .any(|v| line.len() > v.len() && line.starts_with(v.as_bytes()) && line[v.len()] == b':')
 }
 
-/// Checks that a line is non-empty UTF-8 without control characters.
+/// Checks that a line is non-empty UTF-8 without control characters (as
+/// [`is_control`] defines them, which includes the characters that can forge lines).
 pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
     if line.is_empty() {
         return Err(ParseError::Empty);
@@ -271,10 +273,27 @@ pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
     Ok(text)
 }
 
-/// C0, DEL and C1 control characters, except tab: nothing that moves a cursor or
-/// starts an escape sequence may reach another person's terminal.
+/// Whether `c` may never reach another person, in either dialect:
+///
+/// - C0, DEL and C1 control characters, except tab: nothing that moves a cursor or
+///   starts an escape sequence may reach another person's terminal;
+/// - U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR, which some clients render
+///   as a line break, so one message could show a second, made-up line;
+/// - the bidirectional marks and controls U+200E, U+200F, U+202A–U+202E and
+///   U+2066–U+2069, which reorder what follows them, so text could appear to come
+///   from someone else or say something other than what was sent.
+///
+/// One predicate for all of them, so every place that refuses or strips control
+/// characters treats these the same way (and says the same thing about them).
 pub fn is_control(c: char) -> bool {
-    c != '\t' && c.is_control()
+    (c != '\t' && c.is_control())
+        || matches!(
+            c,
+            '\u{2028}'..='\u{2029}'
+                | '\u{200E}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Parses one line of the frame dialect.
@@ -609,6 +628,82 @@ mod tests {
         assert!(!is_frame(b"JOIN"));
         assert!(!is_frame(b"hello: world"));
         assert!(!is_frame(b"/nick bob"));
+    }
+
+    #[track_caller]
+    fn assert_refused(c: char) {
+        let text = format!("a{c}b");
+        let frame = format!("SAY::{text}");
+        assert!(is_control(c), "{c:?} should count as a control character");
+        assert_eq!(parse_text(text.as_bytes()), Err(ParseError::ControlChar));
+        assert_eq!(parse_frame(frame.as_bytes()), Err(ParseError::ControlChar));
+    }
+
+    #[track_caller]
+    fn assert_allowed(c: char) {
+        let text = format!("a{c}b");
+        let frame = format!("SAY::{text}");
+        assert!(!is_control(c), "{c:?} should be allowed");
+        assert_eq!(parse_text(text.as_bytes()), Ok(Command::Say(&text)));
+        assert_eq!(parse_frame(frame.as_bytes()), Ok(Command::Say(&text)));
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_are_refused() {
+        assert_refused('\u{2028}');
+        assert_refused('\u{2029}');
+    }
+
+    #[test]
+    fn character_before_line_separator_is_allowed() {
+        assert_allowed('\u{2027}');
+    }
+
+    #[test]
+    fn left_to_right_and_right_to_left_marks_are_refused() {
+        assert_refused('\u{200E}');
+        assert_refused('\u{200F}');
+    }
+
+    #[test]
+    fn zero_width_joiner_before_the_marks_is_allowed() {
+        // Emoji sequences are built with it.
+        assert_allowed('\u{200D}');
+    }
+
+    #[test]
+    fn character_after_the_marks_is_allowed() {
+        assert_allowed('\u{2010}');
+    }
+
+    #[test]
+    fn bidi_embeddings_and_overrides_are_refused() {
+        assert_refused('\u{202A}');
+        assert_refused('\u{202C}');
+        assert_refused('\u{202E}');
+    }
+
+    #[test]
+    fn narrow_no_break_space_after_the_overrides_is_allowed() {
+        assert_allowed('\u{202F}');
+    }
+
+    #[test]
+    fn bidi_isolates_are_refused() {
+        assert_refused('\u{2066}');
+        assert_refused('\u{2069}');
+    }
+
+    #[test]
+    fn characters_around_the_isolates_are_allowed() {
+        assert_allowed('\u{2065}');
+        assert_allowed('\u{206A}');
+    }
+
+    #[test]
+    fn forging_characters_get_the_control_character_error_text() {
+        let err = parse_text("\u{202E}evil".as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "control characters are not allowed");
     }
 
     #[test]
