@@ -304,9 +304,7 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "JOIN" if rest.starts_with('#') => Ok(Command::Join(rest)),
         "JOIN" if rest.is_empty() => Err(ParseError::Usage("JOIN:<name> or JOIN:#<room>")),
         "JOIN" => Ok(Command::Nick(rest)),
-        // The middle field names the sender in the tcp-chat lineage; the server ignores
-        // it and uses its own record. Without a second `:` the whole rest is the text.
-        "SAY" => Ok(Command::Say(rest.split_once(':').map_or(rest, |(_, t)| t))),
+        "SAY" => Ok(Command::Say(say_text(rest))),
         "MSG" => match rest.split_once(':') {
             Some((to, text)) if !to.is_empty() => Ok(Command::Msg { to, text }),
             _ => Err(ParseError::Usage("MSG:<name>:<text>")),
@@ -315,6 +313,19 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "WHO" => Ok(Command::Who),
         "ROOMS" => Ok(Command::Rooms),
         _ => Err(ParseError::UnknownVerb(verb)),
+    }
+}
+
+/// The text of a `SAY:` frame, given what follows `SAY:`.
+///
+/// The middle field of `SAY:<from>:<text>` names the sender in the tcp-chat lineage;
+/// the server ignores it and uses its own record. It counts as that field only when it
+/// is empty or a valid name; otherwise the `:` is part of the message and all of it is
+/// the text, so `SAY:meeting at 10:30` delivers `meeting at 10:30` rather than `30`.
+fn say_text(rest: &str) -> &str {
+    match rest.split_once(':') {
+        Some((from, text)) if from.is_empty() || valid_name(from) => text,
+        _ => rest,
     }
 }
 
@@ -704,6 +715,43 @@ mod tests {
     fn forging_characters_get_the_control_character_error_text() {
         let err = parse_text("\u{202E}evil".as_bytes()).unwrap_err();
         assert_eq!(err.to_string(), "control characters are not allowed");
+    }
+
+    #[test]
+    fn say_with_empty_sender_field_is_the_rest() {
+        assert_eq!(parse_frame(b"SAY::hi"), Ok(Command::Say("hi")));
+    }
+
+    #[test]
+    fn say_with_a_name_in_the_sender_field_drops_it() {
+        assert_eq!(parse_frame(b"SAY:bob:hi"), Ok(Command::Say("hi")));
+    }
+
+    #[test]
+    fn say_with_a_colon_inside_the_text_keeps_all_of_it() {
+        assert_eq!(
+            parse_frame(b"SAY:meeting at 10:30 in room 4"),
+            Ok(Command::Say("meeting at 10:30 in room 4"))
+        );
+    }
+
+    #[test]
+    fn say_without_a_second_colon_is_all_text() {
+        assert_eq!(parse_frame(b"SAY:hello"), Ok(Command::Say("hello")));
+    }
+
+    #[test]
+    fn say_with_a_name_keeps_later_colons_in_the_text() {
+        assert_eq!(parse_frame(b"SAY:a:b:c"), Ok(Command::Say("b:c")));
+    }
+
+    #[test]
+    fn say_with_a_too_long_name_in_the_sender_field_is_all_text() {
+        let line = format!("SAY:{}:hi", "x".repeat(MAX_NAME + 1));
+        assert_eq!(
+            parse_frame(line.as_bytes()),
+            Ok(Command::Say(&line["SAY:".len()..]))
+        );
     }
 
     #[test]
