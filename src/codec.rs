@@ -215,7 +215,7 @@ pub enum Command<'a> {
 /// Why a line is not a command. Its `Display` is the text of the `ERROR:` reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError<'a> {
-    /// The line was empty.
+    /// The line was empty (in text mode: blank, which is not answered; see [`is_blank`]).
     Empty,
     /// The line was not valid UTF-8.
     InvalidUtf8,
@@ -329,8 +329,24 @@ fn say_text(rest: &str) -> &str {
     }
 }
 
+/// Whether `line` is blank: empty, or only spaces and tabs.
+///
+/// In text mode a blank line is nothing to do, not an error (a person pressed Enter):
+/// the server drops it without a reply before parsing. [`parse_text`] reports it as
+/// [`ParseError::Empty`] so it can never become a chat line. Frames mode keeps
+/// `ERROR:empty line`. Other control characters are not blank: they stay errors.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b' ' || b == b'\t')
+}
+
 /// Parses one line of text mode: a `/command` or a chat message.
+///
+/// A blank line ([`is_blank`]) is `Err(ParseError::Empty)`; callers ignore it rather
+/// than answer it.
 pub fn parse_text(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
+    if is_blank(line) {
+        return Err(ParseError::Empty);
+    }
     let line = check_text(line)?;
     let Some(cmd) = line.strip_prefix('/') else {
         return Ok(Command::Say(line));
@@ -752,6 +768,45 @@ mod tests {
             parse_frame(line.as_bytes()),
             Ok(Command::Say(&line["SAY:".len()..]))
         );
+    }
+
+    #[test]
+    fn empty_line_is_blank() {
+        assert!(is_blank(b""));
+    }
+
+    #[test]
+    fn spaces_and_tabs_are_blank() {
+        assert!(is_blank(b"  \t "));
+    }
+
+    #[test]
+    fn a_line_with_text_is_not_blank() {
+        assert!(!is_blank(b"  x "));
+    }
+
+    #[test]
+    fn a_line_of_control_characters_is_not_blank() {
+        assert!(!is_blank(b"\x0c"));
+        assert!(!is_blank(b"\r"));
+    }
+
+    #[test]
+    fn blank_text_line_never_becomes_chat() {
+        assert_eq!(parse_text(b""), Err(ParseError::Empty));
+        assert_eq!(parse_text(b"   "), Err(ParseError::Empty));
+        assert_eq!(parse_text(b"\t"), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn text_with_surrounding_spaces_is_chat_unchanged() {
+        assert_eq!(parse_text(b"  hi  "), Ok(Command::Say("  hi  ")));
+    }
+
+    #[test]
+    fn empty_frame_is_an_error() {
+        assert_eq!(parse_frame(b""), Err(ParseError::Empty));
+        assert_eq!(ParseError::Empty.to_string(), "empty line");
     }
 
     #[test]
