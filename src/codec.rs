@@ -252,12 +252,31 @@ impl fmt::Display for ParseError<'_> {
 /// The verbs a protocol line may start with (followed by `:`).
 const VERBS: [&str; 6] = ["JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS"];
 
-/// Whether `line` starts like a protocol frame (`VERB:`); decides a connection's dialect
-/// from its first line.
+/// Whether `line` starts like a protocol frame: a known verb, in capitals, then `:`.
+/// Says nothing about the rest of the line; [`decide_dialect`] also checks it is text.
 pub fn is_frame(line: &[u8]) -> bool {
     VERBS
         .iter()
         .any(|v| line.len() > v.len() && line.starts_with(v.as_bytes()) && line[v.len()] == b':')
+}
+
+/// Decides a connection's dialect from one of its lines, for its lifetime.
+///
+/// - `Some(Dialect::Frames)`: valid text that starts with a known verb and `:`.
+/// - `Some(Dialect::Text)`: any other valid text (a chat line or a `/command`).
+/// - `None`: the line cannot decide, and the connection stays undecided: it is not
+///   valid text ([`check_text`] fails: empty, invalid UTF-8, control characters), or it
+///   is blank ([`is_blank`]), which neither dialect sends on purpose. So a person who
+///   presses Enter, or a stray byte, does not lock a frames client into text mode.
+pub fn decide_dialect(line: &[u8]) -> Option<Dialect> {
+    if is_blank(line) || check_text(line).is_err() {
+        return None;
+    }
+    Some(if is_frame(line) {
+        Dialect::Frames
+    } else {
+        Dialect::Text
+    })
 }
 
 /// Checks that a line is non-empty UTF-8 without control characters (as
@@ -655,6 +674,73 @@ mod tests {
         assert!(!is_frame(b"JOIN"));
         assert!(!is_frame(b"hello: world"));
         assert!(!is_frame(b"/nick bob"));
+    }
+
+    #[test]
+    fn dialect_of_a_known_verb_and_colon_is_frames() {
+        assert_eq!(decide_dialect(b"JOIN:alice"), Some(Dialect::Frames));
+        assert_eq!(decide_dialect(b"SAY::hi"), Some(Dialect::Frames));
+        assert_eq!(decide_dialect(b"WHO:"), Some(Dialect::Frames));
+    }
+
+    #[test]
+    fn dialect_of_a_chat_line_is_text() {
+        assert_eq!(decide_dialect(b"hello everyone"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_a_slash_command_is_text() {
+        assert_eq!(decide_dialect(b"/nick bob"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_a_verb_without_colon_is_text() {
+        assert_eq!(decide_dialect(b"JOIN"), Some(Dialect::Text));
+        assert_eq!(decide_dialect(b"JOIN alice"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_a_lowercase_verb_is_text() {
+        assert_eq!(decide_dialect(b"join:alice"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_an_unknown_verb_with_colon_is_text() {
+        assert_eq!(decide_dialect(b"hello: world"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn empty_line_leaves_dialect_undecided() {
+        assert_eq!(decide_dialect(b""), None);
+    }
+
+    #[test]
+    fn blank_line_leaves_dialect_undecided() {
+        assert_eq!(decide_dialect(b"   "), None);
+        assert_eq!(decide_dialect(b" \t"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_leaves_dialect_undecided() {
+        assert_eq!(decide_dialect(b"JOIN:\xff"), None);
+        assert_eq!(decide_dialect(b"\xc3\x28"), None);
+    }
+
+    #[test]
+    fn control_characters_leave_dialect_undecided() {
+        assert_eq!(decide_dialect(b"SAY::\x1b[2J"), None);
+        assert_eq!(decide_dialect("hi\u{202E}".as_bytes()), None);
+    }
+
+    #[test]
+    fn telnet_line_with_negotiation_stripped_is_text() {
+        let mut f = TelnetFilter::default();
+        let mut buf = b"\xff\xfd\x01\xff\xfb\x18hello there\r\0".to_vec();
+        let n = f.filter(&mut buf);
+        let mut r = LineReader::default();
+        let mut got = None;
+        r.feed(&buf[..n], 100, |l| got = Some(l.map(decide_dialect)));
+        assert_eq!(got, Some(Ok(Some(Dialect::Text))));
     }
 
     #[track_caller]
