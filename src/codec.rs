@@ -71,7 +71,8 @@ impl LineReader {
                 }
                 None => {
                     // A line of `max` bytes may still be followed by its `\r\n`.
-                    if self.partial.len() + input.len() > max + 1 {
+                    // Saturating: `--max-line` may be as large as `usize::MAX`.
+                    if self.partial.len() + input.len() > max.saturating_add(1) {
                         on_line(Err(LineError::TooLong));
                         self.release();
                         self.discarding = true;
@@ -893,6 +894,13 @@ mod tests {
     fn empty_frame_is_an_error() {
         assert_eq!(parse_frame(b""), Err(ParseError::Empty));
         assert_eq!(ParseError::Empty.to_string(), "empty line");
+    }
+
+    #[test]
+    fn line_cap_of_usize_max_does_not_overflow() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"abc", usize::MAX), vec![]);
+        assert_eq!(lines(&mut r, b"def\n", usize::MAX), vec![ok("abcdef")]);
     }
 
     #[test]
