@@ -4,12 +4,18 @@
 //! - [`LineReader`] splits a byte stream into lines, enforcing the maximum line length
 //!   while reading, so a line without a newline never holds more than the cap.
 //! - [`TelnetFilter`] strips telnet IAC sequences and turns `\r\0` into a line end.
-//! - [`parse_frame`] and [`parse_text`] turn one line into a [`Command`].
+//! - [`decide_dialect`] picks a connection's [`Dialect`] from its first line that can
+//!   decide: frames if it starts with a known verb and `:`, text otherwise.
+//! - [`parse_frame`] and [`parse_text`] turn one line into a [`Command`]. Both refuse
+//!   control characters and the Unicode characters that can forge lines
+//!   ([`is_control`]); in text mode a blank line is nothing to do ([`is_blank`]).
 //! - [`Event`] is what the server says; [`Event::encode`] writes it as a frame
 //!   (`SAY:bob:hi\n`) or as text for people (`<bob> hi\r\n`), and [`Event::parse`]
 //!   reads a frame back (the client uses it).
 //!
-//! Partial input is a normal state, not an error. Errors are small `Copy` enums.
+//! Partial input is a normal state, not an error. Errors are small `Copy` enums. What a
+//! command does (names, rooms, delivery) belongs to the hub, and sockets and buffers to
+//! the connection: nothing here does I/O or keeps state beyond one stream's position.
 
 use std::fmt;
 
