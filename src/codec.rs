@@ -4,12 +4,18 @@
 //! - [`LineReader`] splits a byte stream into lines, enforcing the maximum line length
 //!   while reading, so a line without a newline never holds more than the cap.
 //! - [`TelnetFilter`] strips telnet IAC sequences and turns `\r\0` into a line end.
-//! - [`parse_frame`] and [`parse_text`] turn one line into a [`Command`].
+//! - [`decide_dialect`] picks a connection's [`Dialect`] from its first line that can
+//!   decide: frames if it starts with a known verb and `:`, text otherwise.
+//! - [`parse_frame`] and [`parse_text`] turn one line into a [`Command`]. Both refuse
+//!   control characters and the Unicode characters that can forge lines
+//!   ([`is_control`]); in text mode a blank line is nothing to do ([`is_blank`]).
 //! - [`Event`] is what the server says; [`Event::encode`] writes it as a frame
 //!   (`SAY:bob:hi\n`) or as text for people (`<bob> hi\r\n`), and [`Event::parse`]
 //!   reads a frame back (the client uses it).
 //!
-//! Partial input is a normal state, not an error. Errors are small `Copy` enums.
+//! Partial input is a normal state, not an error. Errors are small `Copy` enums. What a
+//! command does (names, rooms, delivery) belongs to the hub, and sockets and buffers to
+//! the connection: nothing here does I/O or keeps state beyond one stream's position.
 
 use std::fmt;
 
@@ -71,7 +77,8 @@ impl LineReader {
                 }
                 None => {
                     // A line of `max` bytes may still be followed by its `\r\n`.
-                    if self.partial.len() + input.len() > max + 1 {
+                    // Saturating: `--max-line` may be as large as `usize::MAX`.
+                    if self.partial.len() + input.len() > max.saturating_add(1) {
                         on_line(Err(LineError::TooLong));
                         self.release();
                         self.discarding = true;
@@ -215,11 +222,12 @@ pub enum Command<'a> {
 /// Why a line is not a command. Its `Display` is the text of the `ERROR:` reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError<'a> {
-    /// The line was empty.
+    /// The line was empty (in text mode: blank, which is not answered; see [`is_blank`]).
     Empty,
     /// The line was not valid UTF-8.
     InvalidUtf8,
-    /// The line holds a control character (other than tab).
+    /// The line holds a control character (other than tab) or a character that can
+    /// forge lines; see [`is_control`].
     ControlChar,
     /// A frame whose verb we do not know.
     UnknownVerb(&'a str),
@@ -251,15 +259,35 @@ impl fmt::Display for ParseError<'_> {
 /// The verbs a protocol line may start with (followed by `:`).
 const VERBS: [&str; 6] = ["JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS"];
 
-/// Whether `line` starts like a protocol frame (`VERB:`); decides a connection's dialect
-/// from its first line.
+/// Whether `line` starts like a protocol frame: a known verb, in capitals, then `:`.
+/// Says nothing about the rest of the line; [`decide_dialect`] also checks it is text.
 pub fn is_frame(line: &[u8]) -> bool {
     VERBS
         .iter()
         .any(|v| line.len() > v.len() && line.starts_with(v.as_bytes()) && line[v.len()] == b':')
 }
 
-/// Checks that a line is non-empty UTF-8 without control characters.
+/// Decides a connection's dialect from one of its lines, for its lifetime.
+///
+/// - `Some(Dialect::Frames)`: valid text that starts with a known verb and `:`.
+/// - `Some(Dialect::Text)`: any other valid text (a chat line or a `/command`).
+/// - `None`: the line cannot decide, and the connection stays undecided: it is not
+///   valid text ([`check_text`] fails: empty, invalid UTF-8, control characters), or it
+///   is blank ([`is_blank`]), which neither dialect sends on purpose. So a person who
+///   presses Enter, or a stray byte, does not lock a frames client into text mode.
+pub fn decide_dialect(line: &[u8]) -> Option<Dialect> {
+    if is_blank(line) || check_text(line).is_err() {
+        return None;
+    }
+    Some(if is_frame(line) {
+        Dialect::Frames
+    } else {
+        Dialect::Text
+    })
+}
+
+/// Checks that a line is non-empty UTF-8 without control characters (as
+/// [`is_control`] defines them, which includes the characters that can forge lines).
 pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
     if line.is_empty() {
         return Err(ParseError::Empty);
@@ -271,10 +299,27 @@ pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
     Ok(text)
 }
 
-/// C0, DEL and C1 control characters, except tab: nothing that moves a cursor or
-/// starts an escape sequence may reach another person's terminal.
+/// Whether `c` may never reach another person, in either dialect:
+///
+/// - C0, DEL and C1 control characters, except tab: nothing that moves a cursor or
+///   starts an escape sequence may reach another person's terminal;
+/// - U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR, which some clients render
+///   as a line break, so one message could show a second, made-up line;
+/// - the bidirectional marks and controls U+200E, U+200F, U+202A–U+202E and
+///   U+2066–U+2069, which reorder what follows them, so text could appear to come
+///   from someone else or say something other than what was sent.
+///
+/// One predicate for all of them, so every place that refuses or strips control
+/// characters treats these the same way (and says the same thing about them).
 pub fn is_control(c: char) -> bool {
-    c != '\t' && c.is_control()
+    (c != '\t' && c.is_control())
+        || matches!(
+            c,
+            '\u{2028}'..='\u{2029}'
+                | '\u{200E}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// Parses one line of the frame dialect.
@@ -285,9 +330,7 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "JOIN" if rest.starts_with('#') => Ok(Command::Join(rest)),
         "JOIN" if rest.is_empty() => Err(ParseError::Usage("JOIN:<name> or JOIN:#<room>")),
         "JOIN" => Ok(Command::Nick(rest)),
-        // The middle field names the sender in the tcp-chat lineage; the server ignores
-        // it and uses its own record. Without a second `:` the whole rest is the text.
-        "SAY" => Ok(Command::Say(rest.split_once(':').map_or(rest, |(_, t)| t))),
+        "SAY" => Ok(Command::Say(say_text(rest))),
         "MSG" => match rest.split_once(':') {
             Some((to, text)) if !to.is_empty() => Ok(Command::Msg { to, text }),
             _ => Err(ParseError::Usage("MSG:<name>:<text>")),
@@ -299,8 +342,37 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
     }
 }
 
+/// The text of a `SAY:` frame, given what follows `SAY:`.
+///
+/// The middle field of `SAY:<from>:<text>` names the sender in the tcp-chat lineage;
+/// the server ignores it and uses its own record. It counts as that field only when it
+/// is empty or a valid name; otherwise the `:` is part of the message and all of it is
+/// the text, so `SAY:meeting at 10:30` delivers `meeting at 10:30` rather than `30`.
+fn say_text(rest: &str) -> &str {
+    match rest.split_once(':') {
+        Some((from, text)) if from.is_empty() || valid_name(from) => text,
+        _ => rest,
+    }
+}
+
+/// Whether `line` is blank: empty, or only spaces and tabs.
+///
+/// In text mode a blank line is nothing to do, not an error (a person pressed Enter):
+/// the server drops it without a reply before parsing. [`parse_text`] reports it as
+/// [`ParseError::Empty`] so it can never become a chat line. Frames mode keeps
+/// `ERROR:empty line`. Other control characters are not blank: they stay errors.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b' ' || b == b'\t')
+}
+
 /// Parses one line of text mode: a `/command` or a chat message.
+///
+/// A blank line ([`is_blank`]) is `Err(ParseError::Empty)`; callers ignore it rather
+/// than answer it.
 pub fn parse_text(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
+    if is_blank(line) {
+        return Err(ParseError::Empty);
+    }
     let line = check_text(line)?;
     let Some(cmd) = line.strip_prefix('/') else {
         return Ok(Command::Say(line));
@@ -609,6 +681,232 @@ mod tests {
         assert!(!is_frame(b"JOIN"));
         assert!(!is_frame(b"hello: world"));
         assert!(!is_frame(b"/nick bob"));
+    }
+
+    #[test]
+    fn dialect_of_a_known_verb_and_colon_is_frames() {
+        assert_eq!(decide_dialect(b"JOIN:alice"), Some(Dialect::Frames));
+        assert_eq!(decide_dialect(b"SAY::hi"), Some(Dialect::Frames));
+        assert_eq!(decide_dialect(b"WHO:"), Some(Dialect::Frames));
+    }
+
+    #[test]
+    fn dialect_of_a_chat_line_is_text() {
+        assert_eq!(decide_dialect(b"hello everyone"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_a_slash_command_is_text() {
+        assert_eq!(decide_dialect(b"/nick bob"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_a_verb_without_colon_is_text() {
+        assert_eq!(decide_dialect(b"JOIN"), Some(Dialect::Text));
+        assert_eq!(decide_dialect(b"JOIN alice"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_a_lowercase_verb_is_text() {
+        assert_eq!(decide_dialect(b"join:alice"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn dialect_of_an_unknown_verb_with_colon_is_text() {
+        assert_eq!(decide_dialect(b"hello: world"), Some(Dialect::Text));
+    }
+
+    #[test]
+    fn empty_line_leaves_dialect_undecided() {
+        assert_eq!(decide_dialect(b""), None);
+    }
+
+    #[test]
+    fn blank_line_leaves_dialect_undecided() {
+        assert_eq!(decide_dialect(b"   "), None);
+        assert_eq!(decide_dialect(b" \t"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_leaves_dialect_undecided() {
+        assert_eq!(decide_dialect(b"JOIN:\xff"), None);
+        assert_eq!(decide_dialect(b"\xc3\x28"), None);
+    }
+
+    #[test]
+    fn control_characters_leave_dialect_undecided() {
+        assert_eq!(decide_dialect(b"SAY::\x1b[2J"), None);
+        assert_eq!(decide_dialect("hi\u{202E}".as_bytes()), None);
+    }
+
+    #[test]
+    fn telnet_line_with_negotiation_stripped_is_text() {
+        let mut f = TelnetFilter::default();
+        let mut buf = b"\xff\xfd\x01\xff\xfb\x18hello there\r\0".to_vec();
+        let n = f.filter(&mut buf);
+        let mut r = LineReader::default();
+        let mut got = None;
+        r.feed(&buf[..n], 100, |l| got = Some(l.map(decide_dialect)));
+        assert_eq!(got, Some(Ok(Some(Dialect::Text))));
+    }
+
+    #[track_caller]
+    fn assert_refused(c: char) {
+        let text = format!("a{c}b");
+        let frame = format!("SAY::{text}");
+        assert!(is_control(c), "{c:?} should count as a control character");
+        assert_eq!(parse_text(text.as_bytes()), Err(ParseError::ControlChar));
+        assert_eq!(parse_frame(frame.as_bytes()), Err(ParseError::ControlChar));
+    }
+
+    #[track_caller]
+    fn assert_allowed(c: char) {
+        let text = format!("a{c}b");
+        let frame = format!("SAY::{text}");
+        assert!(!is_control(c), "{c:?} should be allowed");
+        assert_eq!(parse_text(text.as_bytes()), Ok(Command::Say(&text)));
+        assert_eq!(parse_frame(frame.as_bytes()), Ok(Command::Say(&text)));
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_are_refused() {
+        assert_refused('\u{2028}');
+        assert_refused('\u{2029}');
+    }
+
+    #[test]
+    fn character_before_line_separator_is_allowed() {
+        assert_allowed('\u{2027}');
+    }
+
+    #[test]
+    fn left_to_right_and_right_to_left_marks_are_refused() {
+        assert_refused('\u{200E}');
+        assert_refused('\u{200F}');
+    }
+
+    #[test]
+    fn zero_width_joiner_before_the_marks_is_allowed() {
+        // Emoji sequences are built with it.
+        assert_allowed('\u{200D}');
+    }
+
+    #[test]
+    fn character_after_the_marks_is_allowed() {
+        assert_allowed('\u{2010}');
+    }
+
+    #[test]
+    fn bidi_embeddings_and_overrides_are_refused() {
+        assert_refused('\u{202A}');
+        assert_refused('\u{202C}');
+        assert_refused('\u{202E}');
+    }
+
+    #[test]
+    fn narrow_no_break_space_after_the_overrides_is_allowed() {
+        assert_allowed('\u{202F}');
+    }
+
+    #[test]
+    fn bidi_isolates_are_refused() {
+        assert_refused('\u{2066}');
+        assert_refused('\u{2069}');
+    }
+
+    #[test]
+    fn characters_around_the_isolates_are_allowed() {
+        assert_allowed('\u{2065}');
+        assert_allowed('\u{206A}');
+    }
+
+    #[test]
+    fn forging_characters_get_the_control_character_error_text() {
+        let err = parse_text("\u{202E}evil".as_bytes()).unwrap_err();
+        assert_eq!(err.to_string(), "control characters are not allowed");
+    }
+
+    #[test]
+    fn say_with_empty_sender_field_is_the_rest() {
+        assert_eq!(parse_frame(b"SAY::hi"), Ok(Command::Say("hi")));
+    }
+
+    #[test]
+    fn say_with_a_name_in_the_sender_field_drops_it() {
+        assert_eq!(parse_frame(b"SAY:bob:hi"), Ok(Command::Say("hi")));
+    }
+
+    #[test]
+    fn say_with_a_colon_inside_the_text_keeps_all_of_it() {
+        assert_eq!(
+            parse_frame(b"SAY:meeting at 10:30 in room 4"),
+            Ok(Command::Say("meeting at 10:30 in room 4"))
+        );
+    }
+
+    #[test]
+    fn say_without_a_second_colon_is_all_text() {
+        assert_eq!(parse_frame(b"SAY:hello"), Ok(Command::Say("hello")));
+    }
+
+    #[test]
+    fn say_with_a_name_keeps_later_colons_in_the_text() {
+        assert_eq!(parse_frame(b"SAY:a:b:c"), Ok(Command::Say("b:c")));
+    }
+
+    #[test]
+    fn say_with_a_too_long_name_in_the_sender_field_is_all_text() {
+        let line = format!("SAY:{}:hi", "x".repeat(MAX_NAME + 1));
+        assert_eq!(
+            parse_frame(line.as_bytes()),
+            Ok(Command::Say(&line["SAY:".len()..]))
+        );
+    }
+
+    #[test]
+    fn empty_line_is_blank() {
+        assert!(is_blank(b""));
+    }
+
+    #[test]
+    fn spaces_and_tabs_are_blank() {
+        assert!(is_blank(b"  \t "));
+    }
+
+    #[test]
+    fn a_line_with_text_is_not_blank() {
+        assert!(!is_blank(b"  x "));
+    }
+
+    #[test]
+    fn a_line_of_control_characters_is_not_blank() {
+        assert!(!is_blank(b"\x0c"));
+        assert!(!is_blank(b"\r"));
+    }
+
+    #[test]
+    fn blank_text_line_never_becomes_chat() {
+        assert_eq!(parse_text(b""), Err(ParseError::Empty));
+        assert_eq!(parse_text(b"   "), Err(ParseError::Empty));
+        assert_eq!(parse_text(b"\t"), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn text_with_surrounding_spaces_is_chat_unchanged() {
+        assert_eq!(parse_text(b"  hi  "), Ok(Command::Say("  hi  ")));
+    }
+
+    #[test]
+    fn empty_frame_is_an_error() {
+        assert_eq!(parse_frame(b""), Err(ParseError::Empty));
+        assert_eq!(ParseError::Empty.to_string(), "empty line");
+    }
+
+    #[test]
+    fn line_cap_of_usize_max_does_not_overflow() {
+        let mut r = LineReader::default();
+        assert_eq!(lines(&mut r, b"abc", usize::MAX), vec![]);
+        assert_eq!(lines(&mut r, b"def\n", usize::MAX), vec![ok("abcdef")]);
     }
 
     #[test]

@@ -173,7 +173,16 @@ impl Default for ServerConfig {
     }
 }
 
+/// Longest duration any flag holds: 10 years. Far beyond any useful timeout, rate
+/// window or ban, and small enough that `Instant::now() + MAX_DURATION` (a deadline)
+/// cannot overflow, which a value near `u64::MAX` seconds would, with a panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
 /// Parses `250ms`, `1.5s`, `60s`, `10m`, `2h` or a bare number of seconds.
+///
+/// Longer values, up to numbers too large for an `f64`, are capped at
+/// [`MAX_DURATION`] rather than refused: "practically forever" is a fair thing to ask
+/// for. Negative numbers, exponents and other units are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -190,15 +199,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
-    if !secs.is_finite() || secs < 0.0 {
+    // Infinity (hundreds of digits) is huge, not invalid: it is capped below.
+    if secs.is_nan() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Capped before converting: `Duration::from_secs_f64` panics past `u64::MAX` s.
+    Ok(Duration::from_secs_f64(
+        secs.min(MAX_DURATION.as_secs_f64()),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn durations_parse_with_units() {
@@ -209,6 +223,67 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn huge_bare_number_is_capped() {
+        assert_eq!(parse_duration("10000000000000000000"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn number_past_u64_seconds_is_capped() {
+        assert_eq!(parse_duration("100000000000000000000"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn huge_hours_are_capped() {
+        assert_eq!(parse_duration("99999999999h"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn number_too_large_for_f64_is_capped() {
+        let digits = format!("1{}", "0".repeat(400));
+        assert_eq!(parse_duration(&digits), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn durations_up_to_the_cap_are_kept() {
+        assert_eq!(parse_duration("87600h"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("87599h"),
+            Ok(MAX_DURATION - Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn capped_duration_added_to_now_does_not_overflow() {
+        let cap = parse_duration("10000000000000000000").unwrap();
+        assert!(Instant::now().checked_add(cap).is_some());
+        let _deadline = Instant::now() + cap;
+    }
+
+    #[test]
+    fn exponent_is_refused() {
+        assert!(parse_duration("1e30s").is_err());
+        assert!(parse_duration("1e30").is_err());
+    }
+
+    #[test]
+    fn negative_is_refused() {
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn nan_and_infinity_words_are_refused() {
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("inf").is_err());
+    }
+
+    #[test]
+    fn empty_and_unit_only_are_refused() {
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration(".").is_err());
     }
 
     #[test]
