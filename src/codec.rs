@@ -34,6 +34,8 @@ pub struct LineReader {
     partial: Vec<u8>,
     /// True while skipping the rest of an over-long line up to its newline.
     discarding: bool,
+    /// Bytes of over-long lines thrown away and not yet reported.
+    discarded: usize,
 }
 
 impl LineReader {
@@ -42,53 +44,82 @@ impl LineReader {
     /// as soon as it crosses `max` bytes. Lines of exactly `max` bytes are accepted.
     pub fn feed(
         &mut self,
-        mut input: &[u8],
+        input: &[u8],
         max: usize,
-        mut on_line: impl FnMut(Result<&[u8], LineError>),
+        on_line: impl FnMut(Result<&[u8], LineError>),
     ) {
-        while !input.is_empty() {
-            let newline = input.iter().position(|&b| b == b'\n');
+        self.feed_some(input, max, usize::MAX, on_line);
+    }
+
+    /// Like [`LineReader::feed`], but stops after `limit` calls of `on_line` and
+    /// returns how many bytes of `input` it used; the caller keeps the rest for later.
+    /// This is how a connection's parsing is bounded per loop turn.
+    pub fn feed_some(
+        &mut self,
+        input: &[u8],
+        max: usize,
+        limit: usize,
+        mut on_line: impl FnMut(Result<&[u8], LineError>),
+    ) -> usize {
+        let mut rest = input;
+        let mut calls = 0;
+        while !rest.is_empty() && calls < limit {
+            let newline = rest.iter().position(|&b| b == b'\n');
             if self.discarding {
                 match newline {
                     Some(i) => {
                         self.discarding = false;
-                        input = &input[i + 1..];
+                        self.discarded += i + 1;
+                        rest = &rest[i + 1..];
                         continue;
                     }
-                    None => return,
+                    None => {
+                        self.discarded += rest.len();
+                        return input.len();
+                    }
                 }
             }
             match newline {
                 Some(i) => {
                     let line = if self.partial.is_empty() {
-                        &input[..i]
+                        &rest[..i]
                     } else {
-                        self.partial.extend_from_slice(&input[..i]);
+                        self.partial.extend_from_slice(&rest[..i]);
                         &self.partial[..]
                     };
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    calls += 1;
                     if line.len() > max {
+                        self.discarded += line.len();
                         on_line(Err(LineError::TooLong));
                     } else {
                         on_line(Ok(line));
                     }
                     self.release();
-                    input = &input[i + 1..];
+                    rest = &rest[i + 1..];
                 }
                 None => {
                     // A line of `max` bytes may still be followed by its `\r\n`.
                     // Saturating: `--max-line` may be as large as `usize::MAX`.
-                    if self.partial.len() + input.len() > max.saturating_add(1) {
+                    if self.partial.len() + rest.len() > max.saturating_add(1) {
+                        self.discarded += self.partial.len() + rest.len();
                         on_line(Err(LineError::TooLong));
                         self.release();
                         self.discarding = true;
                     } else {
-                        self.partial.extend_from_slice(input);
+                        self.partial.extend_from_slice(rest);
                     }
-                    return;
+                    return input.len();
                 }
             }
         }
+        input.len() - rest.len()
+    }
+
+    /// Bytes of over-long lines thrown away since the last call (they cost the sender
+    /// rate-limit tokens like lines do), and resets the count.
+    pub fn take_discarded(&mut self) -> usize {
+        std::mem::take(&mut self.discarded)
     }
 
     /// Bytes held for an unfinished line.
@@ -528,6 +559,45 @@ mod tests {
 
     fn ok(s: &str) -> Result<Vec<u8>, LineError> {
         Ok(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn feed_some_stops_after_the_limit_and_says_how_far_it_got() {
+        let mut r = LineReader::default();
+        let mut got = Vec::new();
+        let input = b"a\nbb\ncc";
+        let used = r.feed_some(input, 10, 1, |l| got.push(l.map(|l| l.to_vec())));
+        assert_eq!((used, got.clone()), (2, vec![ok("a")]));
+        let used = r.feed_some(&input[used..], 10, 5, |l| got.push(l.map(|l| l.to_vec())));
+        assert_eq!(used, 5, "the unfinished tail is taken into the reader");
+        assert_eq!(got, vec![ok("a"), ok("bb")]);
+        assert_eq!(r.pending(), 2);
+    }
+
+    #[test]
+    fn feed_some_with_a_zero_limit_uses_nothing() {
+        let mut r = LineReader::default();
+        assert_eq!(r.feed_some(b"a\n", 10, 0, |_| panic!("no line")), 0);
+    }
+
+    #[test]
+    fn discarded_bytes_of_over_long_lines_are_counted() {
+        let mut r = LineReader::default();
+        assert_eq!(
+            lines(&mut r, b"0123456789", 4),
+            vec![Err(LineError::TooLong)]
+        );
+        assert_eq!(r.take_discarded(), 10);
+        assert_eq!(lines(&mut r, b"abcdef", 4), vec![]);
+        assert_eq!(r.take_discarded(), 6);
+        assert_eq!(lines(&mut r, b"xy\nok\n", 4), vec![ok("ok")]);
+        assert_eq!(r.take_discarded(), 3, "through the newline");
+        assert_eq!(
+            lines(&mut r, b"toolong\n", 4),
+            vec![Err(LineError::TooLong)]
+        );
+        assert_eq!(r.take_discarded(), 7);
+        assert_eq!(r.take_discarded(), 0);
     }
 
     #[test]

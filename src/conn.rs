@@ -27,11 +27,58 @@ use crate::timer::TimerId;
 pub enum State {
     /// Reading and writing.
     Open,
-    /// No more reading: send what is queued, then close (after `LEAVE`, at end of
-    /// input, on shutdown).
+    /// No more input is used (what arrives is read and dropped): send what is queued,
+    /// then close (after `LEAVE`, at end of input, on shutdown, after a ban).
     Draining,
+    /// Everything owed was sent and the write side is shut (a FIN is on its way). Input
+    /// is read and dropped until the peer's end of input or the linger deadline, so the
+    /// final close never resets a connection that still had output in flight.
+    Lingering,
     /// Done: remove at the next safe point without flushing.
     Closed,
+}
+
+/// Why the server closed a connection that did not ask to go: logged at `info` with
+/// the queue's size and, for a slow reader, how long it was over the soft cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Its queue was still over `--max-output` after a write attempt.
+    OverHardCap {
+        /// Bytes queued.
+        queued: usize,
+    },
+    /// Its queue stayed over `--max-output-soft` for `--slow-grace`.
+    Slow {
+        /// Bytes queued.
+        queued: usize,
+        /// How long it was over the soft cap.
+        over_for: std::time::Duration,
+    },
+    /// All queues together passed `--max-output-total` and this was among the largest.
+    OverTotal {
+        /// Bytes queued.
+        queued: usize,
+    },
+}
+
+impl std::fmt::Display for Eviction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Eviction::OverHardCap { queued } => write!(
+                f,
+                "not reading: {queued} bytes queued after a write attempt, over --max-output"
+            ),
+            Eviction::Slow { queued, over_for } => write!(
+                f,
+                "not reading: {queued} bytes queued, over --max-output-soft for {:.1} s",
+                over_for.as_secs_f64()
+            ),
+            Eviction::OverTotal { queued } => write!(
+                f,
+                "{queued} bytes queued while all queues together passed --max-output-total"
+            ),
+        }
+    }
 }
 
 /// The byte stream under a connection. Only plain TCP today; a TLS session is another
@@ -107,10 +154,6 @@ pub enum ReadOutcome {
     Failed(io::Error),
 }
 
-/// Queue grew past the output cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
-
 /// One client.
 #[derive(Debug)]
 pub struct Conn {
@@ -131,13 +174,29 @@ pub struct Conn {
     flush_queued: bool,
     /// Whether the server has this connection in its close list.
     close_queued: bool,
+    /// Whether the server has this connection in its list of connections with input
+    /// left over from the last turn's read budget.
+    ready_queued: bool,
+    /// Input read but not parsed yet: what the line budget cut off. Unallocated
+    /// unless a turn's budget ran out in the middle of a read.
+    held: Vec<u8>,
     /// Message rate limit.
     bucket: TokenBucket,
+    /// Private messages this connection receives, from all senders together.
+    inbound: TokenBucket,
     /// When the last bytes arrived (for the idle timeout).
     last_active: Instant,
-    /// Why the server closed it, when that is worth an `info` line (eviction).
-    close_reason: Option<&'static str>,
+    /// Why the server closed it, when it was an eviction.
+    eviction: Option<Eviction>,
     out: OutQueue,
+    /// When the queue went over the soft cap, while it stays over.
+    over_soft_since: Option<Instant>,
+    /// When output was last written (for `--coalesce`).
+    last_write: Option<Instant>,
+    /// Whether the last write stopped at `WouldBlock` with output left.
+    write_blocked: bool,
+    /// Whether the peer has ended its input (read returned 0).
+    input_ended: bool,
     /// The interest currently registered with the poller.
     registered_interest: Interest,
 }
@@ -157,10 +216,17 @@ impl Conn {
             sent_a_line: false,
             flush_queued: false,
             close_queued: false,
+            ready_queued: false,
+            held: Vec::new(),
             bucket: TokenBucket::full(0.0, now),
+            inbound: TokenBucket::full(0.0, now),
             last_active: now,
-            close_reason: None,
+            eviction: None,
             out: OutQueue::default(),
+            over_soft_since: None,
+            last_write: None,
+            write_blocked: false,
+            input_ended: false,
             registered_interest: Interest::READABLE,
         }
     }
@@ -195,19 +261,47 @@ impl Conn {
         self.last_active
     }
 
+    /// Whether the peer has ended its input.
+    pub fn input_ended(&self) -> bool {
+        self.input_ended
+    }
+
     /// Whether a complete line has arrived yet.
     pub fn sent_a_line(&self) -> bool {
         self.sent_a_line
     }
 
     /// Why the server closed it, if it was an eviction.
-    pub fn close_reason(&self) -> Option<&'static str> {
-        self.close_reason
+    pub fn eviction(&self) -> Option<Eviction> {
+        self.eviction
     }
 
     /// The message token bucket.
     pub fn bucket_mut(&mut self) -> &mut TokenBucket {
         &mut self.bucket
+    }
+
+    /// The bucket of private messages this connection receives.
+    pub fn inbound_mut(&mut self) -> &mut TokenBucket {
+        &mut self.inbound
+    }
+
+    /// Keeps input the line budget cut off, to be parsed first next turn. Only an
+    /// open connection's input is kept: the rest would be dropped anyway.
+    pub fn hold(&mut self, input: &[u8]) {
+        if self.state == State::Open {
+            self.held.extend_from_slice(input);
+        }
+    }
+
+    /// Takes the held input (empty if none).
+    pub fn take_held(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Whether input is held from an earlier turn.
+    pub fn has_held(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// Takes the pending deadline's timer id, if any (to cancel or replace it).
@@ -226,8 +320,13 @@ impl Conn {
     pub fn read_into(&mut self, buf: &mut [u8], now: Instant) -> ReadOutcome {
         loop {
             return match self.transport.read(buf) {
-                Ok(0) => ReadOutcome::Eof,
+                Ok(0) => {
+                    self.input_ended = true;
+                    ReadOutcome::Eof
+                }
                 Ok(raw) => {
+                    // Only an open connection's input is used: after LEAVE, at shutdown,
+                    // or after a FIN, it is read (to avoid a reset) and dropped.
                     let len = if self.state != State::Open {
                         0
                     } else if self.dialect == Some(Dialect::Frames) {
@@ -268,15 +367,17 @@ impl Conn {
         !std::mem::replace(&mut self.sent_a_line, true)
     }
 
+    /// Whether `line` is to be ignored without a word: a blank line from a person (a
+    /// telnet user pressing Enter). Frames mode answers it with `ERROR:empty line`.
+    pub fn ignores(&self, line: &[u8]) -> bool {
+        self.dialect != Some(Dialect::Frames) && codec::is_blank(line)
+    }
+
     /// Parses one line in this connection's dialect; the first line that can decide
     /// the dialect does so, for the connection's lifetime.
     pub fn parse<'l>(&mut self, line: &'l [u8]) -> Result<Command<'l>, ParseError<'l>> {
-        if self.dialect.is_none() && codec::check_text(line).is_ok() {
-            self.dialect = Some(if codec::is_frame(line) {
-                Dialect::Frames
-            } else {
-                Dialect::Text
-            });
+        if self.dialect.is_none() {
+            self.dialect = codec::decide_dialect(line);
         }
         match self.dialect() {
             Dialect::Text => codec::parse_text(line),
@@ -284,23 +385,42 @@ impl Conn {
         }
     }
 
-    /// Appends `bytes` to the output queue unless that would pass `cap`.
-    pub fn queue(
-        &mut self,
-        bytes: &[u8],
-        cap: usize,
-        pool: &mut BufferPool,
-    ) -> Result<(), Overflow> {
-        if self.pending().saturating_add(bytes.len()) > cap {
-            return Err(Overflow);
-        }
+    /// Appends `bytes` to the output queue. The caller enforces the caps.
+    pub fn queue(&mut self, bytes: &[u8], pool: &mut BufferPool) {
         self.out.push(bytes, pool);
-        Ok(())
     }
 
     /// Writes queued output until done or the transport would block.
-    pub fn flush(&mut self, pool: &mut BufferPool) -> io::Result<Written> {
-        self.transport.write_from(&mut self.out, pool)
+    pub fn flush(&mut self, pool: &mut BufferPool, now: Instant) -> io::Result<Written> {
+        let written = self.transport.write_from(&mut self.out, pool)?;
+        if written.calls > 0 {
+            self.last_write = Some(now);
+        }
+        self.write_blocked = self.pending() > 0;
+        Ok(written)
+    }
+
+    /// When held-back output may be written under `--coalesce`: at once (`None`) if
+    /// the socket is waiting for it or nothing was written within `interval` (the
+    /// first output after a quiet spell is never delayed), else one interval after the
+    /// last write.
+    pub fn coalesce_until(&self, interval: std::time::Duration, now: Instant) -> Option<Instant> {
+        if self.write_blocked || self.state != State::Open {
+            return None;
+        }
+        let due = self.last_write?.checked_add(interval)?;
+        (due > now).then_some(due)
+    }
+
+    /// Tracks the soft cap: returns since when the queue has been over `soft` (set
+    /// now if it just went over), or `None` once it is at or under it.
+    pub fn over_soft(&mut self, soft: usize, now: Instant) -> Option<Instant> {
+        if self.pending() > soft {
+            Some(*self.over_soft_since.get_or_insert(now))
+        } else {
+            self.over_soft_since = None;
+            None
+        }
     }
 
     /// Stops reading: what is queued is still sent, then the connection closes.
@@ -313,16 +433,46 @@ impl Conn {
         true
     }
 
-    /// Closes without flushing (an error, or an eviction with its `reason`). Returns
-    /// false if it was closed already.
-    pub fn mark_closed(&mut self, reason: Option<&'static str>, pool: &mut BufferPool) -> bool {
+    /// Closes without flushing (an error, or an eviction). Returns the bytes that were
+    /// still queued, or `None` if it was closed already.
+    pub fn mark_closed(
+        &mut self,
+        eviction: Option<Eviction>,
+        pool: &mut BufferPool,
+    ) -> Option<usize> {
         if self.state == State::Closed {
-            return false;
+            return None;
         }
+        let dropped = self.pending();
         self.state = State::Closed;
-        self.close_reason = reason;
+        self.eviction = eviction;
         self.out.clear(pool);
-        true
+        self.held = Vec::new();
+        Some(dropped)
+    }
+
+    /// Everything owed was sent: shuts the write side (FIN) and waits for the peer's
+    /// end of input. Returns false if the write side could not be shut (the socket is
+    /// gone; close it).
+    pub fn start_lingering(&mut self) -> bool {
+        self.state = State::Lingering;
+        self.held = Vec::new();
+        self.transport.shutdown_write().is_ok()
+    }
+
+    /// Sets the ready-list flag; true if it was not set (the caller then lists it).
+    pub fn enlist_as_ready(&mut self) -> bool {
+        !std::mem::replace(&mut self.ready_queued, true)
+    }
+
+    /// Clears the ready-list flag as the list is worked through.
+    pub fn delist_as_ready(&mut self) {
+        self.ready_queued = false;
+    }
+
+    /// Whether it is on the ready list (its input is served from there this turn).
+    pub fn is_ready_queued(&self) -> bool {
+        self.ready_queued
     }
 
     /// Sets the flush-list flag; true if it was not set (the caller then lists it).
@@ -348,13 +498,12 @@ impl Conn {
     /// The interest this connection needs now: readable while it accepts input,
     /// writable only while output is owed that the transport could not take.
     pub fn interest(&self) -> Interest {
-        let owes = self.pending() > 0 || self.transport.wants_write();
-        match (self.state == State::Open, owes) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (false, true) => Interest::WRITABLE,
-            // mio needs some interest; a draining connection with nothing owed is
-            // closed before it would be polled again.
-            (_, false) => Interest::READABLE,
+        // Input is read in every state but Closed (after LEAVE it is read and dropped,
+        // so the final close is clean), so READABLE always stays.
+        if self.pending() > 0 || self.transport.wants_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         }
     }
 
@@ -369,13 +518,14 @@ impl Conn {
         Ok(())
     }
 
-    /// Takes the connection off the poller and, when everything owed was sent, ends
-    /// the write side with a FIN.
+    /// Takes the connection off the poller before it is dropped (which closes it).
+    /// One that was draining with nothing left owed ends its write side first, so the
+    /// peer sees a FIN after its last line.
     pub fn finish(&mut self, registry: &Registry) {
         if let Err(e) = registry.deregister(self.transport.socket()) {
             log::debug!("deregister {}: {e}", self.id);
         }
-        if self.state == State::Draining {
+        if self.state == State::Draining && self.pending() == 0 {
             let _ = self.transport.shutdown_write();
         }
     }

@@ -188,7 +188,7 @@ impl Server {
             }
         };
         if !self.config.register_timeout.is_zero() {
-            self.set_deadline(id, now + self.config.register_timeout);
+            self.set_deadline(id, now.checked_add(self.config.register_timeout));
         }
         self.hub.add(id);
         self.conns.stats.accepted += 1;

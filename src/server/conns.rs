@@ -1,25 +1,63 @@
-//! The connection table: the slab of connections, the lists of those to flush and to
-//! close, the output buffer pool and the output cap, and the delivery counters.
+//! The connection table: the slab of connections, the lists of those to flush, to
+//! close and with input left over, the output buffer pool, the output limits, and the
+//! delivery counters.
 //!
 //! It is the server's [`Outbox`]: the hub names recipients, and this table encodes each
-//! event once per dialect and appends the bytes to every recipient's queue. It knows
-//! nothing of accepting, timers or chat state; the loop in `server/mod.rs` drives it.
+//! event once per dialect and appends the bytes to every recipient's queue. It also
+//! enforces the output limits (Redis's `client-output-buffer-limit` model): a queue
+//! over the hard cap after a write attempt, or over the soft cap for longer than the
+//! grace period, is evicted; past the budget for all queues together, the largest go
+//! first. It knows nothing of accepting, timers or chat state; the loop in
+//! `server/mod.rs` drives it.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 use mio::Registry;
 use slab::Slab;
 
 use super::stats::Stats;
 use crate::codec::{Dialect, Event};
-use crate::conn::{Conn, State};
-use crate::hub::{Audience, ConnId, Outbox};
+use crate::config::ServerConfig;
+use crate::conn::{Conn, Eviction, State};
+use crate::hub::{Audience, Busy, ConnId, Outbox};
 use crate::notice::Notice;
 use crate::outq::BufferPool;
 
-/// Why a connection was evicted for its output queue (the `info` line says it).
-const OVER_CAP: &str = "output queue over --max-output (not reading)";
+/// The output limits, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OutputLimits {
+    /// `--max-output`: over it after a write attempt, a connection is evicted.
+    hard: usize,
+    /// `--max-output-soft`: over it for `grace` (`--slow-grace`), evicted.
+    soft: usize,
+    grace: Duration,
+    /// `--max-output-total`: all queues together.
+    total: usize,
+    /// `--msg-in-rate` and `--msg-in-burst`.
+    inbound_rate: f64,
+    inbound_burst: f64,
+    /// `--coalesce`.
+    coalesce: Duration,
+}
+
+impl OutputLimits {
+    /// The limits `config` sets.
+    pub(super) fn of(config: &ServerConfig) -> OutputLimits {
+        OutputLimits {
+            hard: config.max_output,
+            // A soft cap above the hard one would never apply.
+            soft: config.max_output_soft.min(config.max_output),
+            grace: config.slow_grace,
+            total: config.max_output_total,
+            inbound_rate: config.msg_in_rate,
+            inbound_burst: config.msg_in_burst,
+            coalesce: config.coalesce,
+        }
+    }
+}
 
 /// All connections and their output side.
 pub(super) struct Conns {
@@ -27,40 +65,64 @@ pub(super) struct Conns {
     /// Generation for the next connection; wraps after 2^32 connections, and only an
     /// answer that old for exactly the same slot could then be confused.
     next_generation: u32,
-    /// Connections with output queued this turn; flushed before the next poll.
+    /// Connections with output queued; flushed before the loop sleeps.
     flush_list: Vec<ConnId>,
     /// Connections to close or drain at the next safe point.
     close_list: Vec<ConnId>,
+    /// Connections whose read budget ran out with input left, served in turn.
+    ready: VecDeque<ConnId>,
+    /// Connections whose queue was over the soft cap when last written.
+    slow: Vec<ConnId>,
     pool: BufferPool,
     /// A broadcast encoded once per dialect.
     frames: Vec<u8>,
     text: Vec<u8>,
     /// A notice's text, formatted once.
     notice_text: String,
-    /// `--max-output`.
-    cap: usize,
+    limits: OutputLimits,
+    /// Bytes queued in all connections together.
+    queued: usize,
+    /// The time of this loop turn.
+    now: Instant,
+    /// Whether output is no longer held back for coalescing (shutdown).
+    urgent: bool,
     /// Counters for the summary.
     pub(super) stats: Stats,
 }
 
 impl Conns {
-    /// An empty table whose queues are capped at `cap` bytes.
-    pub(super) fn new(cap: usize) -> Conns {
+    /// An empty table with these output limits.
+    pub(super) fn new(limits: OutputLimits, now: Instant) -> Conns {
         Conns {
             slab: Slab::new(),
             next_generation: 0,
             flush_list: Vec::new(),
             close_list: Vec::new(),
+            ready: VecDeque::new(),
+            slow: Vec::new(),
             pool: BufferPool::default(),
             frames: Vec::new(),
             text: Vec::new(),
             notice_text: String::new(),
-            cap,
+            limits,
+            queued: 0,
+            now,
+            urgent: false,
             stats: Stats::default(),
         }
     }
 
-    /// Connections in the table (open, draining or about to be removed).
+    /// Sets the time of this loop turn (inbound limits and soft caps read it).
+    pub(super) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// From now on, output is never held back for coalescing (shutdown).
+    pub(super) fn set_urgent(&mut self) {
+        self.urgent = true;
+    }
+
+    /// Connections in the table (open, draining, lingering or about to be removed).
     pub(super) fn len(&self) -> usize {
         self.slab.len()
     }
@@ -70,9 +132,8 @@ impl Conns {
         self.slab.is_empty()
     }
 
-    /// The id a new connection would get, and a place for it. `make` builds the
-    /// connection (registering its socket under the id's token); if it fails, nothing
-    /// is inserted.
+    /// Inserts a connection under a fresh id. `make` builds it (registering its socket
+    /// under the id's token); if it fails, nothing is inserted.
     pub(super) fn insert<E>(
         &mut self,
         make: impl FnOnce(ConnId) -> Result<Conn, E>,
@@ -115,7 +176,8 @@ impl Conns {
 
     /// Takes a connection out of the table.
     pub(super) fn remove(&mut self, id: ConnId) -> Option<Conn> {
-        self.get(id)?;
+        let conn = self.get(id)?;
+        self.queued -= conn.pending();
         Some(self.slab.remove(id.index()))
     }
 
@@ -137,12 +199,40 @@ impl Conns {
         }
     }
 
-    /// Closes `id` without flushing; removed at the next safe point. `reason` makes it
-    /// an eviction, logged at `info`.
-    pub(super) fn close(&mut self, id: ConnId, reason: Option<&'static str>) {
-        if let Some(conn) = slot(&mut self.slab, id)
-            && conn.mark_closed(reason, &mut self.pool)
+    /// Puts `id` on the ready list (once): its input is served next turn without
+    /// waiting for a readiness event.
+    pub(super) fn schedule_read(&mut self, id: ConnId) {
+        if let Some(conn) = self.get_mut(id)
+            && conn.enlist_as_ready()
         {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Takes the ready list as it stands (what is listed while serving it waits for
+    /// the next turn).
+    pub(super) fn take_ready(&mut self) -> Vec<ConnId> {
+        let ready: Vec<ConnId> = self.ready.drain(..).collect();
+        for &id in &ready {
+            if let Some(conn) = self.get_mut(id) {
+                conn.delist_as_ready();
+            }
+        }
+        ready
+    }
+
+    /// Whether some connection has input left over from its budget.
+    pub(super) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Closes `id` without flushing; removed at the next safe point. An eviction is
+    /// logged at `info` with its reason.
+    pub(super) fn close(&mut self, id: ConnId, eviction: Option<Eviction>) {
+        if let Some(conn) = slot(&mut self.slab, id)
+            && let Some(dropped) = conn.mark_closed(eviction, &mut self.pool)
+        {
+            self.queued -= dropped;
             self.schedule_close(id);
         }
     }
@@ -156,11 +246,6 @@ impl Conns {
         Some(id)
     }
 
-    /// Whether any output is waiting for a flush.
-    pub(super) fn has_output(&self) -> bool {
-        !self.flush_list.is_empty()
-    }
-
     /// Whether any connection waits to be closed.
     pub(super) fn has_closes(&self) -> bool {
         !self.close_list.is_empty()
@@ -168,43 +253,133 @@ impl Conns {
 
     /// One pass over the connections with queued output: write until done or
     /// `WouldBlock`, then derive interest. A draining connection that has sent
-    /// everything goes on the close list.
-    pub(super) fn flush_all(&mut self, registry: &Registry) {
+    /// everything goes on the close list. Output that `--coalesce` holds back stays
+    /// listed; returns when the first of it is due.
+    pub(super) fn flush_all(&mut self, registry: &Registry) -> Option<Instant> {
+        let now = self.now;
         let mut list = std::mem::take(&mut self.flush_list);
-        for &id in &list {
+        let mut due: Option<Instant> = None;
+        let mut held = 0;
+        for i in 0..list.len() {
+            let id = list[i];
             let Some(conn) = slot(&mut self.slab, id) else {
                 continue;
             };
+            if !self.urgent
+                && let Some(at) = conn.coalesce_until(self.limits.coalesce, now)
+            {
+                due = Some(due.map_or(at, |d| d.min(at)));
+                list[held] = id;
+                held += 1;
+                continue;
+            }
             conn.delist_for_flush();
-            if conn.state() == State::Closed {
-                continue;
+            self.write(id, registry);
+        }
+        list.truncate(held);
+        list.append(&mut self.flush_list);
+        self.flush_list = list;
+        due
+    }
+
+    /// Writes one connection's queue now and settles what follows from it: a draining
+    /// connection that has sent everything is closed, one over the soft cap is
+    /// watched, and its interest is derived again.
+    pub(super) fn write(&mut self, id: ConnId, registry: &Registry) {
+        let Some(conn) = slot(&mut self.slab, id) else {
+            return;
+        };
+        if matches!(conn.state(), State::Closed | State::Lingering) {
+            return;
+        }
+        match conn.flush(&mut self.pool, self.now) {
+            Ok(written) => {
+                self.stats.writes += written.calls;
+                self.queued -= written.bytes;
             }
-            match conn.flush(&mut self.pool) {
-                Ok(written) => self.stats.writes += written.calls,
-                Err(e) => {
-                    debug!("{id} write error: {e}");
-                    self.close(id, None);
-                    continue;
-                }
-            }
-            if conn.state() == State::Draining && conn.pending() == 0 {
-                self.schedule_close(id);
-                continue;
-            }
-            if let Err(e) = conn.update_interest(registry) {
-                debug!("{id} reregister: {e}");
-                self.close(id, None);
+            Err(e) => {
+                debug!("{id} write error: {e}");
+                return self.close(id, None);
             }
         }
-        list.clear();
-        if self.flush_list.is_empty() {
-            self.flush_list = list;
+        if conn.state() == State::Draining && conn.pending() == 0 {
+            return self.schedule_close(id);
+        }
+        if conn.over_soft(self.limits.soft, self.now).is_some() && !self.slow.contains(&id) {
+            self.slow.push(id);
+        }
+        if let Err(e) = conn.update_interest(registry) {
+            debug!("{id} reregister: {e}");
+            self.close(id, None);
         }
     }
 
+    /// Evicts the readers that really stopped: those over the soft cap for longer
+    /// than the grace period, then, while all queues together are over the total
+    /// budget, the largest queues first. Returns when the next slow reader's grace
+    /// ends, if one is over the soft cap.
+    pub(super) fn evict_stalled(&mut self) -> Option<Instant> {
+        let now = self.now;
+        let (soft, grace) = (self.limits.soft, self.limits.grace);
+        let mut next: Option<Instant> = None;
+        let mut evict = Vec::new();
+        self.slow.retain(|&id| {
+            let Some(conn) = slot(&mut self.slab, id) else {
+                return false;
+            };
+            if conn.state() == State::Closed {
+                return false;
+            }
+            let Some(since) = conn.over_soft(soft, now) else {
+                return false;
+            };
+            let over_for = now.saturating_duration_since(since);
+            if over_for >= grace {
+                let queued = conn.pending();
+                evict.push((id, Eviction::Slow { queued, over_for }));
+                return false;
+            }
+            let at = since.checked_add(grace).unwrap_or(now);
+            next = Some(next.map_or(at, |n| n.min(at)));
+            true
+        });
+        for (id, why) in evict {
+            self.close(id, Some(why));
+        }
+        if self.queued > self.limits.total {
+            self.evict_largest();
+        }
+        next
+    }
+
+    /// Evicts the largest queues until all together are within the total budget.
+    fn evict_largest(&mut self) {
+        let mut by_size: Vec<(usize, ConnId)> = self
+            .slab
+            .iter()
+            .filter(|(_, c)| c.pending() > 0 && c.state() != State::Closed)
+            .map(|(_, c)| (c.pending(), c.id()))
+            .collect();
+        by_size.sort_unstable_by_key(|&(queued, _)| std::cmp::Reverse(queued));
+        let before = self.queued;
+        let mut evicted = 0;
+        for (queued, id) in by_size {
+            if self.queued <= self.limits.total {
+                break;
+            }
+            self.close(id, Some(Eviction::OverTotal { queued }));
+            evicted += 1;
+        }
+        warn!(
+            "output queues held {before} bytes, over --max-output-total {}: evicted the \
+             {evicted} largest",
+            self.limits.total
+        );
+    }
+
     /// Appends already-encoded bytes, in the recipient's dialect, to its queue. A
-    /// recipient whose queue would pass the cap is evicted on the spot; the others are
-    /// not held up.
+    /// queue that would pass the hard cap is first written to the socket; only if it is
+    /// still over after that is the recipient evicted. The others are not held up.
     fn push(&mut self, to: ConnId) {
         let Some(conn) = slot(&mut self.slab, to) else {
             return;
@@ -215,31 +390,56 @@ impl Conns {
         if conn.state() != State::Open {
             return;
         }
-        let bytes = match conn.dialect() {
+        let dialect = conn.dialect();
+        let len = match dialect {
+            Dialect::Text => self.text.len(),
+            Dialect::Frames => self.frames.len(),
+        };
+        if conn.pending().saturating_add(len) > self.limits.hard {
+            // A write attempt first: a reader that keeps up is not evicted for a burst
+            // the loop had not yet tried to send.
+            match conn.flush(&mut self.pool, self.now) {
+                Ok(written) => {
+                    self.stats.writes += written.calls;
+                    self.queued -= written.bytes;
+                }
+                Err(e) => {
+                    debug!("{to} write error: {e}");
+                    return self.close(to, None);
+                }
+            }
+            if conn.pending().saturating_add(len) > self.limits.hard {
+                let queued = conn.pending();
+                return self.close(to, Some(Eviction::OverHardCap { queued }));
+            }
+        }
+        let bytes = match dialect {
             Dialect::Text => &self.text,
             Dialect::Frames => &self.frames,
         };
-        match conn.queue(bytes, self.cap, &mut self.pool) {
-            Ok(()) => {
-                self.stats.deliveries += 1;
-                if conn.enlist_for_flush() {
-                    self.flush_list.push(to);
-                }
-            }
-            Err(_) => self.close(to, Some(OVER_CAP)),
+        conn.queue(bytes, &mut self.pool);
+        self.queued += len;
+        self.stats.deliveries += 1;
+        if conn.enlist_for_flush() {
+            self.flush_list.push(to);
         }
     }
 
     /// Sends `id` its last line and starts draining it: nothing else will be queued to
-    /// it, what it is owed is flushed, then it closes. The caller sets the linger
-    /// deadline.
+    /// it, what it is owed is flushed, then it closes. Returns false if it was not
+    /// open. The caller sets the linger deadline.
     pub(super) fn last_words(&mut self, id: ConnId, notice: Notice<'_>) -> bool {
         self.notice(id, notice);
+        self.drain(id)
+    }
+
+    /// Starts draining `id` without a last line (its peer ended its input). Returns
+    /// false if it was not open.
+    pub(super) fn drain(&mut self, id: ConnId) -> bool {
         if !self.get_mut(id).is_some_and(Conn::start_draining) {
             return false;
         }
         self.schedule_close(id);
-        // Interest drops to WRITABLE-only, or the connection closes, after the flush.
         self.schedule_flush(id);
         true
     }
@@ -270,6 +470,21 @@ impl Outbox for Conns {
                 self.push(to);
             }
         }
+    }
+
+    fn private(&mut self, to: ConnId, event: Event<'_>) -> Result<(), Busy> {
+        let (rate, burst, now) = (
+            self.limits.inbound_rate,
+            self.limits.inbound_burst,
+            self.now,
+        );
+        if let Some(conn) = self.get_mut(to)
+            && !conn.inbound_mut().take(rate, burst, now)
+        {
+            return Err(Busy);
+        }
+        self.send(to, event);
+        Ok(())
     }
 
     fn notice(&mut self, to: ConnId, notice: Notice<'_>) {

@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::abuse::Abuse;
 use crate::codec::{Command, LineError, ParseError};
 use crate::config::ServerConfig;
-use crate::conn::{ReadOutcome, State};
+use crate::conn::{Conn, ReadOutcome, State};
 use crate::hub::{ConnId, Hub, Next, Outbox};
 use crate::net::{IpKey, Redacted};
 use crate::notice::Notice;
@@ -36,7 +36,7 @@ pub mod inbox;
 pub mod stats;
 
 use accept::{LISTENER_BASE, Listener, ListenerKind};
-use conns::Conns;
+use conns::{Conns, OutputLimits};
 use inbox::{Inbox, InboxSender, LoopMsg};
 use stats::{Stats, Summary};
 
@@ -49,6 +49,16 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes read per `read` call. Shared by all connections; lines that end inside it are
 /// parsed in place, so only an unfinished tail is ever copied into a connection.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes one connection may have read per loop turn (telnet filtering and bytes thrown
+/// away from over-long lines count too). One chunk: splitting it costs ~40 µs, so a
+/// client blasting an endless line takes that much of a turn, not all of it.
+const READ_BUDGET: usize = READ_CHUNK;
+
+/// Lines one connection may have handled per loop turn. A line can be a broadcast to a
+/// room of a thousand (~5 µs); 32 of them keep one sender's share of a turn well under
+/// a millisecond, while a client that pastes a few lines is served in one turn.
+const LINE_BUDGET: usize = 32;
 
 /// Timer wheel resolution and size: 10 ms ticks, 4096 slots (one rotation ≈ 41 s).
 const TIMER_TICK: Duration = Duration::from_millis(10);
@@ -101,8 +111,6 @@ pub struct Server {
     accept_paused: bool,
     /// Whether the last `accept` failed for want of descriptors (logged once).
     out_of_fds: bool,
-    /// When output was last written (for `--coalesce`).
-    last_flush: Instant,
     shutting_down: bool,
     exit_now: bool,
     last_summary: Stats,
@@ -149,7 +157,7 @@ impl Server {
         Ok(Server {
             hub: Hub::new(config.announce_limit),
             abuse: Abuse::new(&config, now),
-            conns: Conns::new(config.max_output),
+            conns: Conns::new(OutputLimits::of(&config), now),
             config,
             poll,
             listeners,
@@ -160,7 +168,6 @@ impl Server {
             max_clients,
             accept_paused: false,
             out_of_fds: false,
-            last_flush: now,
             shutting_down: false,
             exit_now: false,
             last_summary: Stats::default(),
@@ -188,24 +195,37 @@ impl Server {
         let mut fired = Vec::new();
         loop {
             let now = Instant::now();
+            self.conns.set_now(now);
             self.timers.poll(now, &mut fired);
             for timer in fired.drain(..) {
                 self.on_timer(timer, now);
             }
+            if self.exit_now {
+                break;
+            }
             self.abuse.expire(now);
-            let flush_at = self.before_sleep(now);
-            if self.exit_now || (self.shutting_down && self.conns.is_empty()) {
+            // Input left over from last turn's budgets, round-robin, before new events.
+            for id in self.conns.take_ready() {
+                self.serve_input(id, true, now);
+            }
+            let wake_at = self.before_sleep(now);
+            if self.shutting_down && self.conns.is_empty() {
                 break;
             }
 
-            let mut deadline = match (self.timers.next_deadline(), self.abuse.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let timeout = if self.conns.has_ready() {
+                Some(Duration::ZERO)
+            } else {
+                [
+                    self.timers.next_deadline(),
+                    self.abuse.next_deadline(),
+                    wake_at,
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.saturating_duration_since(now))
             };
-            if let Some(flush_at) = flush_at {
-                deadline = Some(deadline.map_or(flush_at, |d| d.min(flush_at)));
-            }
-            let timeout = deadline.map(|d| d.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -213,6 +233,7 @@ impl Server {
                 return Err(e);
             }
             let now = Instant::now();
+            self.conns.set_now(now);
             for event in events.iter() {
                 match event.token() {
                     SIGNALS => self.on_signals(now),
@@ -225,8 +246,15 @@ impl Server {
                         if event.is_writable() {
                             self.conns.schedule_flush(id);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(id, event.is_read_closed(), now);
+                        // A connection on the ready list is read from there, in turn.
+                        let queued = self.conns.get(id).is_some_and(Conn::is_ready_queued);
+                        if !queued
+                            && (event.is_readable() || event.is_read_closed() || event.is_error())
+                        {
+                            // After a FIN or an error the socket signals no more: read
+                            // past a short read to see the end of input.
+                            let exhaustive = event.is_read_closed() || event.is_error();
+                            self.serve_input(id, exhaustive, now);
                         }
                     }
                 }
@@ -242,72 +270,120 @@ impl Server {
         Ok(())
     }
 
-    /// The step before the loop sleeps: brings the batch to a safe point and writes
-    /// what is owed. Returns when held-back output is due, if any.
-    ///
-    /// With `--coalesce`, output queued within the interval after a flush waits for
-    /// the next one, so each write carries more messages. The first output after a
-    /// quiet spell goes out at once.
+    /// The step before the loop sleeps: brings the batch to a safe point, writes what
+    /// is owed, and evicts readers that really stopped. Returns when it next has work
+    /// (output held back by `--coalesce`, a slow reader's grace ending), if ever.
     fn before_sleep(&mut self, now: Instant) -> Option<Instant> {
-        let flush_at = self.last_flush + self.config.coalesce;
-        if now < flush_at && !self.shutting_down {
-            self.reap(now);
-            return self.conns.has_output().then_some(flush_at);
-        }
-        if self.conns.has_output() {
-            self.last_flush = now;
-        }
-        // Removing closed connections may queue `LEAVE` notices, and writing may evict
-        // more readers: go round until both lists are empty.
+        // Removing closed connections may queue `LEAVE` notices, and writing or
+        // evicting may close more: go round until nothing is left to close.
         loop {
             self.reap(now);
-            if !self.conns.has_output() {
-                break;
-            }
-            self.conns.flush_all(self.poll.registry());
+            let held_until = self.conns.flush_all(self.poll.registry());
+            let grace_ends = self.conns.evict_stalled();
             if !self.conns.has_closes() {
-                break;
+                return [held_until, grace_ends].into_iter().flatten().min();
             }
         }
-        None
     }
 
     // ----- reading ---------------------------------------------------------------
 
-    fn on_readable(&mut self, id: ConnId, read_closed: bool, now: Instant) {
+    /// Reads and handles `id`'s input within one turn's budget (bytes and lines).
+    /// What the budget leaves is read next turn from the ready list, without waiting
+    /// for a readiness event: mio is edge-triggered, and the socket may not signal
+    /// again. `exhaustive`: read on past a short read (the peer has closed, or the
+    /// turn is serving left-over input), to `WouldBlock` or the end of input.
+    fn serve_input(&mut self, id: ConnId, exhaustive: bool, now: Instant) {
         let mut buf = std::mem::take(&mut self.read_buf);
-        while let Some(conn) = self.conns.get_mut(id) {
+        let mut bytes_left = READ_BUDGET;
+        let mut lines_left = LINE_BUDGET;
+        let more = loop {
+            let Some(conn) = self.conns.get_mut(id) else {
+                break false;
+            };
             if conn.state() == State::Closed {
-                break;
+                break false;
             }
-            match conn.read_into(&mut buf, now) {
+            let held = conn.take_held();
+            if !held.is_empty() {
+                if !self.handle_input(id, &held, &mut lines_left, now) {
+                    break true;
+                }
+                continue;
+            }
+            if bytes_left == 0 {
+                break true;
+            }
+            let want = bytes_left.min(buf.len());
+            match conn.read_into(&mut buf[..want], now) {
+                ReadOutcome::Data { len, raw, drained } => {
+                    bytes_left -= raw;
+                    if !self.handle_input(id, &buf[..len], &mut lines_left, now) {
+                        break true;
+                    }
+                    if drained && !exhaustive {
+                        break false;
+                    }
+                }
                 ReadOutcome::Eof => {
-                    // End of input: what is owed is still sent, then the socket closes.
-                    debug!("{id} closed its end");
-                    self.begin_drain(id, now);
-                    break;
+                    self.on_end_of_input(id, now);
+                    break false;
                 }
-                ReadOutcome::Data { len, drained, .. } => {
-                    let mut reader = conn.take_reader();
-                    let max = self.config.max_line;
-                    reader.feed(&buf[..len], max, |line| self.on_line(id, line, now));
-                    if let Some(conn) = self.conns.get_mut(id) {
-                        conn.put_reader(reader);
-                    }
-                    // When the peer has closed, read on to see the end of input.
-                    if drained && !read_closed {
-                        break;
-                    }
-                }
-                ReadOutcome::WouldBlock => break,
+                ReadOutcome::WouldBlock => break false,
                 ReadOutcome::Failed(e) => {
                     debug!("{id} read error: {e}");
                     self.conns.close(id, None);
-                    break;
+                    break false;
                 }
             }
-        }
+        };
         self.read_buf = buf;
+        if more {
+            self.conns.schedule_read(id);
+        }
+    }
+
+    /// Splits `input` into lines and handles at most `lines_left` of them; the rest is
+    /// held in the connection for the next turn. Returns whether all was used.
+    fn handle_input(
+        &mut self,
+        id: ConnId,
+        input: &[u8],
+        lines_left: &mut usize,
+        now: Instant,
+    ) -> bool {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return true;
+        };
+        let mut reader = conn.take_reader();
+        let mut lines = 0;
+        let used = reader.feed_some(input, self.config.max_line, *lines_left, |line| {
+            lines += 1;
+            self.on_line(id, line, now);
+        });
+        *lines_left -= lines;
+        let discarded = reader.take_discarded();
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.put_reader(reader);
+            conn.hold(&input[used..]);
+        }
+        if discarded > 0 {
+            self.charge_discarded(id, discarded, now);
+        }
+        used == input.len()
+    }
+
+    /// The peer ended its input. An open connection still gets what it is owed, then
+    /// closes; one that was lingering for this closes now, cleanly.
+    fn on_end_of_input(&mut self, id: ConnId, now: Instant) {
+        debug!("{id} closed its end");
+        match self.conns.get(id).map(Conn::state) {
+            Some(State::Open) if self.conns.drain(id) => {
+                self.set_deadline(id, now.checked_add(self.config.linger));
+            }
+            Some(State::Lingering) => self.remove_now(id, now),
+            _ => {}
+        }
     }
 
     fn on_line(&mut self, id: ConnId, line: Result<&[u8], LineError>, now: Instant) {
@@ -321,38 +397,26 @@ impl Server {
         self.conns.stats.lines_in += 1;
         if first {
             // The registration window ends; the idle window starts.
-            if !self.config.idle_timeout.is_zero() {
-                self.set_deadline(id, now + self.config.idle_timeout);
-            } else if let Some(timer) = self.conns.get_mut(id).and_then(|c| c.take_deadline()) {
-                self.timers.cancel(timer);
-            }
+            let idle = (!self.config.idle_timeout.is_zero())
+                .then(|| now.checked_add(self.config.idle_timeout))
+                .flatten();
+            self.set_deadline(id, idle);
         }
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
+        if let Ok(line) = line
+            && conn.ignores(line)
+        {
+            return;
+        }
         let parsed = match line {
             Ok(line) => conn.parse(line),
             Err(LineError::TooLong) => Err(ParseError::TooLong),
         };
         // Every line but a LEAVE costs a token: renames and room hopping cannot flood a
         // room with notices, and bad lines cannot buy an error reply each for free.
-        let ip = conn.peer().ip();
-        if !matches!(parsed, Ok(Command::Leave(_)))
-            && !self.abuse.is_exempt(ip)
-            && !conn
-                .bucket_mut()
-                .take(self.config.rate, self.config.burst, now)
-        {
-            self.conns.stats.rate_limited += 1;
-            match self.abuse.strike(ip, now) {
-                Some(ban) => self.ban(IpKey::of(ip), ban, now),
-                None => self.conns.notice(
-                    id,
-                    Notice::RateLimited {
-                        rate: self.config.rate,
-                    },
-                ),
-            }
+        if !matches!(parsed, Ok(Command::Leave(_))) && !self.take_token(id, true, now) {
             return;
         }
         let cmd = match parsed {
@@ -371,20 +435,61 @@ impl Server {
         }
     }
 
-    // ----- closing ---------------------------------------------------------------
+    /// Takes one message token from `id` (its own bucket, and its address's). Without
+    /// one, the line is dropped: the sender is told when `reply` is set, and its
+    /// address earns a strike, which may ban it. Returns whether the line may go on.
+    fn take_token(&mut self, id: ConnId, reply: bool, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return false;
+        };
+        let ip = conn.peer().ip();
+        if self.abuse.is_exempt(ip)
+            || conn
+                .bucket_mut()
+                .take(self.config.rate, self.config.burst, now)
+        {
+            return true;
+        }
+        self.conns.stats.rate_limited += 1;
+        match self.abuse.strike(ip, now) {
+            Some(ban) => self.ban(IpKey::of(ip), ban, now),
+            None if reply => {
+                let rate = self.config.rate;
+                self.conns.notice(id, Notice::RateLimited { rate });
+            }
+            None => {}
+        }
+        false
+    }
 
-    /// Sends `id` its last line, then drains it: what it is owed is flushed (bounded by
-    /// `--linger`), then it closes. Its room hears it leave at the next safe point.
-    fn last_words(&mut self, id: ConnId, notice: Notice<'_>, now: Instant) {
-        if self.conns.last_words(id, notice) {
-            self.set_deadline(id, now + self.config.linger);
+    /// Bytes thrown away from over-long lines cost tokens like lines do: one per
+    /// `--max-line` bytes (rounded up), so an endless line runs into the rate limit and
+    /// the strikes like a flood of lines would.
+    fn charge_discarded(&mut self, id: ConnId, bytes: usize, now: Instant) {
+        let tokens = bytes.div_ceil(self.config.max_line.max(1));
+        for _ in 0..tokens {
+            if !self.take_token(id, false, now) {
+                break;
+            }
         }
     }
 
-    /// [`Server::last_words`] for every open connection that `pred` picks.
+    // ----- closing ---------------------------------------------------------------
+
+    /// Sends `id` its last line, then drains it: what it is owed is flushed (bounded
+    /// by `--linger`), then it closes cleanly. Its room hears it leave at the next safe
+    /// point.
+    fn last_words(&mut self, id: ConnId, notice: Notice<'_>, now: Instant) {
+        if self.conns.last_words(id, notice) {
+            self.set_deadline(id, now.checked_add(self.config.linger));
+        }
+    }
+
+    /// [`Server::last_words`] for every open connection that `pred` picks (a ban, the
+    /// shutdown).
     fn last_words_to_all(
         &mut self,
-        pred: impl Fn(&crate::conn::Conn) -> bool,
+        pred: impl Fn(&Conn) -> bool,
         notice: Notice<'_>,
         now: Instant,
     ) {
@@ -396,57 +501,65 @@ impl Server {
         }
     }
 
-    /// Stops reading from `id` without a last line (end of input).
-    fn begin_drain(&mut self, id: ConnId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        if conn.start_draining() {
-            self.conns.schedule_close(id);
-            self.conns.schedule_flush(id);
-            self.set_deadline(id, now + self.config.linger);
-        }
-    }
-
-    /// Replaces `id`'s deadline (registration, idle or linger) with one at `at`.
-    fn set_deadline(&mut self, id: ConnId, at: Instant) {
+    /// Replaces `id`'s deadline (registration, idle or linger) with one at `at`; `None`
+    /// (no deadline, or one too far away to represent) just cancels the old one.
+    fn set_deadline(&mut self, id: ConnId, at: Option<Instant>) {
         if let Some(conn) = self.conns.get_mut(id) {
             if let Some(timer) = conn.take_deadline() {
                 self.timers.cancel(timer);
             }
-            conn.set_deadline(self.timers.insert(at, Timer::Conn(id)));
+            if let Some(at) = at {
+                conn.set_deadline(self.timers.insert(at, Timer::Conn(id)));
+            }
         }
     }
 
-    /// Removes closed connections and takes draining ones out of the hub. Runs between
-    /// event batches, never in the middle of a broadcast.
+    /// Takes connections off the close list at a safe point, between event batches
+    /// and never in the middle of a broadcast: out of the hub (their room hears them
+    /// leave), then, for one that has sent all it owed, the write side is shut and it
+    /// lingers for the peer's end of input; a closed one is removed.
     fn reap(&mut self, now: Instant) {
         while let Some(id) = self.conns.next_to_close() {
             let announce = !self.shutting_down;
             self.hub.remove(id, announce, &mut self.conns);
-            let Some(conn) = self.conns.get(id) else {
+            let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            if conn.state() == State::Draining && conn.pending() > 0 {
-                continue;
-            }
-            let Some(mut conn) = self.conns.remove(id) else {
-                continue;
-            };
-            if let Some(timer) = conn.take_deadline() {
-                self.timers.cancel(timer);
-            }
-            conn.finish(self.poll.registry());
-            self.abuse.release(conn.peer().ip(), now);
-            self.conns.stats.closed += 1;
-            let peer = self.peer(conn.peer());
-            match conn.close_reason() {
-                Some(reason) => {
-                    self.conns.stats.evictions += 1;
-                    info!("evicted {id} ({peer}): {reason}");
+            match conn.state() {
+                State::Draining if conn.pending() > 0 => {}
+                State::Draining if !conn.input_ended() && conn.start_lingering() => {
+                    // Reading on (and dropping) until the peer's FIN means the close
+                    // sends no reset that could destroy the output still in flight.
+                    if let Err(e) = conn.update_interest(self.poll.registry()) {
+                        debug!("{id} reregister: {e}");
+                        self.remove_now(id, now);
+                    }
                 }
-                None => debug!("closed {id} ({peer})"),
+                _ => self.remove_now(id, now),
             }
+        }
+    }
+
+    /// Removes `id` from the table and the hub and closes its socket (with a FIN if it
+    /// was draining and has sent everything).
+    fn remove_now(&mut self, id: ConnId, now: Instant) {
+        self.hub.remove(id, !self.shutting_down, &mut self.conns);
+        let Some(mut conn) = self.conns.remove(id) else {
+            return;
+        };
+        if let Some(timer) = conn.take_deadline() {
+            self.timers.cancel(timer);
+        }
+        conn.finish(self.poll.registry());
+        self.abuse.release(conn.peer().ip(), now);
+        self.conns.stats.closed += 1;
+        let peer = self.peer(conn.peer());
+        match conn.eviction() {
+            Some(why) => {
+                self.conns.stats.evictions += 1;
+                info!("evicted {id} ({peer}): {why}");
+            }
+            None => debug!("closed {id} ({peer})"),
         }
     }
 
@@ -471,14 +584,19 @@ impl Server {
             }
             Timer::Summary => {
                 self.log_summary();
-                self.timers
-                    .insert(now + self.config.summary_interval, Timer::Summary);
+                if let Some(at) = now.checked_add(self.config.summary_interval) {
+                    self.timers.insert(at, Timer::Summary);
+                }
             }
             Timer::ShutdownDeadline => {
-                info!(
-                    "shutdown deadline passed with {} connections still flushing",
-                    self.conns.len()
-                );
+                // One last write each, so even `--linger 0` sends the shutdown notice.
+                for id in self.conns.ids_where(|c| c.pending() > 0) {
+                    self.conns.write(id, self.poll.registry());
+                }
+                let left = self.conns.ids_where(|c| c.pending() > 0).len();
+                if left > 0 {
+                    info!("shutdown deadline passed with {left} connections still owed output");
+                }
                 self.exit_now = true;
             }
         }
@@ -492,18 +610,22 @@ impl Server {
         match conn.state() {
             State::Closed => {}
             State::Draining => {
-                debug!("{id} did not take its output within the linger time");
-                self.conns.close(id, None);
+                // One last write, so even `--linger 0` sends what it can.
+                self.conns.write(id, self.poll.registry());
+                if self.conns.get(id).is_some_and(|c| c.pending() > 0) {
+                    debug!("{id} did not take its output within the linger time");
+                }
+                self.remove_now(id, now);
             }
+            State::Lingering => self.remove_now(id, now),
             State::Open if !conn.sent_a_line() => {
                 self.last_words(id, Notice::RegistrationTimeout, now);
             }
             State::Open => {
-                let due = conn.last_active() + self.config.idle_timeout;
-                if due <= now {
-                    self.last_words(id, Notice::IdleTimeout, now);
-                } else {
-                    self.set_deadline(id, due);
+                let due = conn.last_active().checked_add(self.config.idle_timeout);
+                match due {
+                    Some(due) if due <= now => self.last_words(id, Notice::IdleTimeout, now),
+                    due => self.set_deadline(id, due),
                 }
             }
         }
@@ -541,12 +663,13 @@ impl Server {
         }
         info!("shutting down: {} connections", self.conns.len());
         self.shutting_down = true;
+        self.conns.set_urgent();
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         self.last_words_to_all(|_| true, Notice::ShuttingDown, now);
-        self.timers
-            .insert(now + self.config.linger, Timer::ShutdownDeadline);
+        let deadline = now.checked_add(self.config.linger).unwrap_or(now);
+        self.timers.insert(deadline, Timer::ShutdownDeadline);
     }
 
     fn log_summary(&mut self) {

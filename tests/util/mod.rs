@@ -45,6 +45,8 @@ pub fn config() -> ServerConfig {
         connect_rate: 0.0,
         max_conns_per_ip: 0,
         max_strikes: 0,
+        ip_rate: 0.0,
+        msg_in_rate: 0.0,
         // Keeps a test's teardown short when a client stops reading.
         linger: Duration::from_millis(500),
         ..ServerConfig::default()
