@@ -7,7 +7,10 @@
 //!
 //! - [`config`]: the flags ([`BenchArgs`]), their checked form ([`BenchConfig`]) and the
 //!   capacity checks (open files, ephemeral ports).
+//! - `contract`: what the coordinator and the workers share: the phases, the shared
+//!   state, and the layout of clients over workers and rooms.
 //! - `worker`: one mio loop per harness thread, owning its share of the connections.
+//! - `sockets`: client socket set-up (source address, connect status, connect errors).
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
 //! - [`report`]: the [`Report`] struct, its table and its JSON.
 //! - [`server_proc`]: the server as a process: `/proc` sampling and `--spawn-server`.
@@ -19,9 +22,11 @@
 //! partial report instead of a hang.
 
 pub mod config;
+mod contract;
 pub mod marker;
 pub mod report;
 pub mod server_proc;
+mod sockets;
 mod worker;
 
 use std::io::{IsTerminal, Write};
@@ -34,9 +39,10 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 pub use config::{BenchArgs, BenchConfig, BenchDialect};
+use contract::{Phase, Progress, STALL_LIMIT, Shared, WAKE};
 pub use report::{Latency, Report, ServerStats};
 pub use server_proc::SpawnedServer;
-use worker::{Phase, Shared, WAKE, Worker, WorkerResult};
+use worker::{Worker, WorkerResult};
 
 /// Exit status for a command line that makes no sense (clap uses the same).
 const EXIT_USAGE: u8 = 2;
@@ -284,7 +290,7 @@ impl Coordinator {
         }
         let cpu_end = pid.and_then(server_proc::cpu_seconds);
         if !self.aborted && c.stalled > 0 {
-            self.phase(Phase::Stall, worker::STALL_LIMIT);
+            self.phase(Phase::Stall, STALL_LIMIT);
         }
         let rss_after = pid.and_then(server_proc::rss_bytes);
         let results = self.finish();
@@ -503,7 +509,7 @@ impl Coordinator {
         }
     }
 
-    fn sum(&self, f: impl Fn(&worker::Progress) -> u64) -> u64 {
+    fn sum(&self, f: impl Fn(&Progress) -> u64) -> u64 {
         self.shared.workers.iter().map(f).sum()
     }
 

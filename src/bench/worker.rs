@@ -7,17 +7,13 @@
 //! timing of the run as a whole, and never blocks: between phases it keeps reading, so
 //! the server never waits on the harness.
 //!
-//! Clients are numbered globally; client `i` lives in worker `i % threads`. Client `i`
-//! (measured) is in room `i % rooms`; senders are clients `0..senders`, so sender `s` is
-//! the `s / rooms`-th sender of its room. Stalled clients come after the measured ones.
+//! Which clients a worker owns, their rooms and who sends follow
+//! [`Layout`](super::contract::Layout); socket set-up is in [`sockets`](super::sockets).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{
-    AtomicBool, AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
-};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -25,135 +21,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::config::{BenchConfig, BenchDialect};
+use super::contract::{Layout, Phase, STALL_LIMIT, Shared, WAKE};
 use super::marker::{Marker, Needle, Seen, SeqTrack};
+use super::sockets;
 use crate::codec::{LineError, LineReader};
-
-/// The phases of a run, in order. The coordinator moves every worker to the next one
-/// when all have finished the current one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Phase {
-    /// Not started.
-    Start = 0,
-    /// Open the connections.
-    Connect = 1,
-    /// Take names and rooms.
-    Join = 2,
-    /// Hold the connections (the coordinator samples server memory).
-    Idle = 3,
-    /// Send at the set rate.
-    Steady = 4,
-    /// Wait for outstanding deliveries.
-    Drain = 5,
-    /// Read the stalled clients to see whether the server evicted them.
-    Stall = 6,
-    /// Close everything and report.
-    Finish = 7,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            1 => Phase::Connect,
-            2 => Phase::Join,
-            3 => Phase::Idle,
-            4 => Phase::Steady,
-            5 => Phase::Drain,
-            6 => Phase::Stall,
-            7 => Phase::Finish,
-            _ => Phase::Start,
-        }
-    }
-
-    /// Lower-case name, for progress lines and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Start => "start",
-            Phase::Connect => "connect",
-            Phase::Join => "join",
-            Phase::Idle => "idle",
-            Phase::Steady => "load",
-            Phase::Drain => "drain",
-            Phase::Stall => "stalled",
-            Phase::Finish => "finish",
-        }
-    }
-}
-
-/// State every worker and the coordinator share.
-#[derive(Debug)]
-pub struct Shared {
-    /// The current phase (a `Phase` as u8).
-    phase: AtomicU8,
-    /// Set by the coordinator to cut the run short (Ctrl-C, server gone).
-    pub abort: AtomicBool,
-    /// The run's time zero: send times are microseconds since this.
-    pub epoch: Instant,
-    /// Start of the steady phase, microseconds since `epoch` (set before the phase).
-    pub steady_start_us: AtomicU64,
-    /// Messages sent per room (each worker adds its senders' counts after the load).
-    pub room_sent: Vec<AtomicU64>,
-    /// Per-worker counters the coordinator reads for progress and phase completion.
-    pub workers: Vec<Progress>,
-    /// The first connect or join failure any worker saw, for the coordinator's message
-    /// when nobody got in.
-    pub first_failure: Mutex<Option<String>>,
-}
-
-impl Shared {
-    /// Shared state for `threads` workers and `rooms` rooms.
-    pub fn new(threads: usize, rooms: usize) -> Shared {
-        Shared {
-            phase: AtomicU8::new(Phase::Start as u8),
-            abort: AtomicBool::new(false),
-            epoch: Instant::now(),
-            steady_start_us: AtomicU64::new(0),
-            room_sent: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
-            workers: (0..threads).map(|_| Progress::default()).collect(),
-            first_failure: Mutex::new(None),
-        }
-    }
-
-    /// The current phase. Acquire pairs with [`Shared::set_phase`]: what the coordinator
-    /// wrote before announcing the phase (`steady_start_us`, `room_sent`) is visible.
-    pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Acquire))
-    }
-
-    /// Announces the next phase (the caller then wakes the workers).
-    pub fn set_phase(&self, p: Phase) {
-        self.phase.store(p as u8, Release);
-    }
-}
-
-/// One worker's counters, updated once per loop iteration.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// The last phase this worker finished.
-    pub done: AtomicU8,
-    /// When it finished it, microseconds since the epoch.
-    pub done_at_us: AtomicU64,
-    /// Connections established.
-    pub connected: AtomicU64,
-    /// Connections that failed.
-    pub connect_failed: AtomicU64,
-    /// Clients joined.
-    pub joined: AtomicU64,
-    /// Open connections.
-    pub live: AtomicU64,
-    /// Messages sent.
-    pub sent: AtomicU64,
-    /// Distinct deliveries received.
-    pub received: AtomicU64,
-}
-
-impl Progress {
-    /// The last phase this worker finished. Acquire pairs with the worker's release
-    /// store, so `done_at_us` and its `room_sent` additions are visible.
-    pub fn done_phase(&self) -> Phase {
-        Phase::from_u8(self.done.load(Acquire))
-    }
-}
 
 /// What one worker measured; the coordinator adds these up.
 #[derive(Debug)]
@@ -252,9 +123,6 @@ impl Client {
     }
 }
 
-/// The waker's token; clients use their local index.
-pub const WAKE: Token = Token(usize::MAX);
-
 /// A sender whose unsent output exceeds this skips messages (counted) instead of
 /// queueing without bound when the server stops reading.
 const MAX_SENDER_BACKLOG: usize = 1 << 20;
@@ -265,9 +133,6 @@ const MAX_LINE: usize = 1 << 20;
 /// Bound on a poll, so the abort flag is seen even without a wake-up.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
-/// How long the stall phase reads the stalled clients at most (the coordinator bounds
-/// the phase with it too).
-pub const STALL_LIMIT: Duration = Duration::from_secs(3);
 /// How long a stalled client may be silent in the stall phase before it counts as still
 /// connected (not evicted).
 const STALL_QUIET: Duration = Duration::from_millis(500);
@@ -290,6 +155,7 @@ pub struct Worker {
     config: Arc<BenchConfig>,
     shared: Arc<Shared>,
     poll: Poll,
+    layout: Layout,
     clients: Vec<Client>,
     needle: Needle,
     /// Name prefix (`lb<run>-`) for names and rooms.
@@ -332,41 +198,31 @@ impl Worker {
         poll: Poll,
         run_id: u32,
     ) -> Worker {
-        let c = &config;
-        let total = c.connections();
-        let mut clients = Vec::with_capacity(total / c.threads + 1);
-        let mut id = index;
-        while id < total {
-            let stalled = id >= c.clients;
-            let room = if stalled {
-                (id - c.clients) % c.rooms
-            } else {
-                id % c.rooms
-            };
-            // Senders in room r are r, r + R, r + 2R, … below S.
-            let room_senders = if stalled || room >= c.senders {
-                0
-            } else {
-                (c.senders - room).div_ceil(c.rooms)
-            };
-            clients.push(Client {
-                id,
-                room,
-                stalled,
-                state: State::New,
-                stream: None,
-                reader: LineReader::default(),
-                out: Vec::new(),
-                out_pos: 0,
-                joined: false,
-                tracks: vec![SeqTrack::default(); room_senders],
-                unique: 0,
-                sent: 0,
-                expected: 0,
-                last_data: None,
-            });
-            id += c.threads;
-        }
+        let layout = Layout::of(&config);
+        let clients = (index..config.connections())
+            .step_by(config.threads)
+            .map(|id| {
+                let stalled = layout.is_stalled(id);
+                let room = layout.room_of(id);
+                let room_senders = if stalled { 0 } else { layout.senders_in(room) };
+                Client {
+                    id,
+                    room,
+                    stalled,
+                    state: State::New,
+                    stream: None,
+                    reader: LineReader::default(),
+                    out: Vec::new(),
+                    out_pos: 0,
+                    joined: false,
+                    tracks: vec![SeqTrack::default(); room_senders],
+                    unique: 0,
+                    sent: 0,
+                    expected: 0,
+                    last_data: None,
+                }
+            })
+            .collect();
         let prefix = format!("lb{:06x}-", run_id & 0xff_ffff);
         let ack_prefix = format!("SERVER:you are now in #{prefix}").into_bytes();
         let now = Instant::now();
@@ -412,6 +268,7 @@ impl Worker {
                 last_delivery: None,
                 stalled_evicted: 0,
             },
+            layout,
             clients,
             config,
             shared,
@@ -650,7 +507,7 @@ impl Worker {
         } else {
             Some(c.source_ips[self.clients[i].id % c.source_ips.len()])
         };
-        match open(c.addr, src, self.clients[i].stalled) {
+        match sockets::open(c.addr, src, self.clients[i].stalled) {
             Ok(mut stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match self
@@ -667,7 +524,7 @@ impl Worker {
                     Err(e) => self.fail(i, format!("cannot register socket: {e}")),
                 }
             }
-            Err(e) => self.fail(i, connect_error(&e, c.addr)),
+            Err(e) => self.fail(i, sockets::connect_error(&e, c.addr)),
         }
     }
 
@@ -677,19 +534,7 @@ impl Worker {
         let Some(stream) = &self.clients[i].stream else {
             return false;
         };
-        let result = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => Ok(true),
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotConnected
-                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(e),
-            },
-        };
+        let result = sockets::connected(stream);
         match result {
             Ok(true) => {
                 self.connecting -= 1;
@@ -699,7 +544,7 @@ impl Worker {
             }
             Ok(false) => false,
             Err(e) => {
-                let why = connect_error(&e, self.config.addr);
+                let why = sockets::connect_error(&e, self.config.addr);
                 self.fail(i, why);
                 false
             }
@@ -1060,17 +905,16 @@ impl LineCtx<'_> {
         if c.stalled {
             return;
         }
-        let cfg = &w.config;
         let sender = m.sender as usize;
         if sender == c.id {
             w.r.echoes += 1;
             return;
         }
-        if sender >= cfg.senders || sender % cfg.rooms != c.room {
-            w.r.misrouted += 1;
-            return;
-        }
-        let Some(track) = c.tracks.get_mut(sender / cfg.rooms) else {
+        let track = match w.layout.sender_slot(sender) {
+            Some((room, slot)) if room == c.room => c.tracks.get_mut(slot),
+            _ => None,
+        };
+        let Some(track) = track else {
             w.r.misrouted += 1;
             return;
         };
@@ -1090,69 +934,5 @@ impl LineCtx<'_> {
         if w.phase == Phase::Drain && c.unique <= c.expected {
             w.outstanding = w.outstanding.saturating_sub(1);
         }
-    }
-}
-
-/// Opens a non-blocking socket, binds it to `src` (if any) and starts connecting.
-fn open(addr: SocketAddr, src: Option<IpAddr>, small_rcvbuf: bool) -> io::Result<TcpStream> {
-    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    // Small messages must not wait for Nagle: latency is what we measure.
-    socket.set_tcp_nodelay(true)?;
-    if small_rcvbuf {
-        // A stalled client should fill up quickly, so the server's own output cap (not
-        // the kernel's buffers) is what it runs into.
-        socket.set_recv_buffer_size(4096)?;
-    }
-    if let Some(ip) = src {
-        bind_no_port(&socket);
-        socket.bind(&SockAddr::from(SocketAddr::new(ip, 0)))?;
-    }
-    match socket.connect(&SockAddr::from(addr)) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(socket)))
-}
-
-/// Asks Linux to pick the source port at connect time, not at bind time, so a port is
-/// unique per (source, destination) pair rather than per source address.
-#[cfg(target_os = "linux")]
-fn bind_no_port(socket: &socket2::Socket) {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a pointer to a c_int of the size we pass. Failure
-    // (an old kernel) only means ports are chosen at bind time.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn bind_no_port(_socket: &socket2::Socket) {}
-
-/// A connect error in words a user can act on.
-fn connect_error(e: &io::Error, addr: SocketAddr) -> String {
-    match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => {
-            format!("connection refused by {addr} (is the server running?)")
-        }
-        Some(libc::EMFILE) | Some(libc::ENFILE) => {
-            "out of file descriptors (open files limit)".into()
-        }
-        Some(libc::EADDRNOTAVAIL) => {
-            "no free local port (EADDRNOTAVAIL): add source addresses with --source-ips".into()
-        }
-        Some(libc::ETIMEDOUT) => format!("connect to {addr} timed out"),
-        _ => e.to_string(),
     }
 }
