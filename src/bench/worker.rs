@@ -10,64 +10,20 @@
 //! Which clients a worker owns, their rooms and who sends follow
 //! [`Layout`](super::contract::Layout); socket set-up is in [`sockets`](super::sockets).
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::config::{BenchConfig, BenchDialect};
 use super::contract::{Layout, Phase, STALL_LIMIT, Shared, WAKE};
-use super::marker::{Marker, Needle, Seen, SeqTrack};
+use super::marker::{Marker, Needle};
 use super::sockets;
+use super::tally::{Inbox, Tally};
 use crate::codec::{LineError, LineReader};
-
-/// What one worker measured; the coordinator adds these up.
-#[derive(Debug)]
-pub struct WorkerResult {
-    /// Connections established.
-    pub connected: u64,
-    /// Connections that failed.
-    pub connect_failed: u64,
-    /// Clients joined.
-    pub joined: u64,
-    /// Clients that could not join.
-    pub join_failed: u64,
-    /// Measured clients closed by the server after joining.
-    pub closed_by_server: u64,
-    /// Reasons for failures and closes, with counts.
-    pub failures: BTreeMap<String, u64>,
-    /// `ERROR:` lines received.
-    pub server_errors: u64,
-    /// First distinct `ERROR:` lines.
-    pub server_error_samples: Vec<String>,
-    /// Messages sent.
-    pub sent: u64,
-    /// Messages skipped.
-    pub send_skipped: u64,
-    /// Deliveries expected by this worker's receivers.
-    pub expected: u64,
-    /// Distinct deliveries.
-    pub received: u64,
-    /// Duplicates.
-    pub duplicated: u64,
-    /// Out of order.
-    pub out_of_order: u64,
-    /// Misrouted.
-    pub misrouted: u64,
-    /// Echoes of a sender's own messages.
-    pub echoes: u64,
-    /// Latency histogram, microseconds.
-    pub latency: Histogram<u64>,
-    /// When the last distinct delivery arrived.
-    pub last_delivery: Option<Instant>,
-    /// Stalled clients the server evicted.
-    pub stalled_evicted: u64,
-}
 
 /// Where one client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +61,8 @@ struct Client {
     out_pos: usize,
     /// Whether the join was acknowledged (stays true after a close).
     joined: bool,
-    /// One tracker per sender in this client's room.
-    tracks: Vec<SeqTrack>,
-    /// Distinct deliveries.
-    unique: u64,
+    /// What it has received, per sender of its room.
+    inbox: Inbox,
     /// Messages sent (the last sequence number used).
     sent: u64,
     /// Deliveries expected (set when the drain starts).
@@ -136,18 +90,6 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 /// How long a stalled client may be silent in the stall phase before it counts as still
 /// connected (not evicted).
 const STALL_QUIET: Duration = Duration::from_millis(500);
-
-/// Distinct server error lines kept as samples.
-const MAX_ERROR_SAMPLES: usize = 5;
-
-/// Latency histogram bounds: 1 µs to 1 hour, 3 significant digits.
-pub fn new_histogram() -> Histogram<u64> {
-    match Histogram::new_with_bounds(1, 3_600_000_000, 3) {
-        Ok(h) => h,
-        // The bounds are constants that satisfy the constructor's rules.
-        Err(e) => unreachable!("histogram bounds: {e:?}"),
-    }
-}
 
 /// One harness thread.
 pub struct Worker {
@@ -186,7 +128,7 @@ pub struct Worker {
     /// Open sockets.
     live: u64,
 
-    r: WorkerResult,
+    tally: Tally,
 }
 
 impl Worker {
@@ -201,26 +143,20 @@ impl Worker {
         let layout = Layout::of(&config);
         let clients = (index..config.connections())
             .step_by(config.threads)
-            .map(|id| {
-                let stalled = layout.is_stalled(id);
-                let room = layout.room_of(id);
-                let room_senders = if stalled { 0 } else { layout.senders_in(room) };
-                Client {
-                    id,
-                    room,
-                    stalled,
-                    state: State::New,
-                    stream: None,
-                    reader: LineReader::default(),
-                    out: Vec::new(),
-                    out_pos: 0,
-                    joined: false,
-                    tracks: vec![SeqTrack::default(); room_senders],
-                    unique: 0,
-                    sent: 0,
-                    expected: 0,
-                    last_data: None,
-                }
+            .map(|id| Client {
+                id,
+                room: layout.room_of(id),
+                stalled: layout.is_stalled(id),
+                state: State::New,
+                stream: None,
+                reader: LineReader::default(),
+                out: Vec::new(),
+                out_pos: 0,
+                joined: false,
+                inbox: Inbox::new(id, &layout),
+                sent: 0,
+                expected: 0,
+                last_data: None,
             })
             .collect();
         let prefix = format!("lb{:06x}-", run_id & 0xff_ffff);
@@ -247,27 +183,7 @@ impl Worker {
             local_rate: 0.0,
             outstanding: 0,
             live: 0,
-            r: WorkerResult {
-                connected: 0,
-                connect_failed: 0,
-                joined: 0,
-                join_failed: 0,
-                closed_by_server: 0,
-                failures: BTreeMap::new(),
-                server_errors: 0,
-                server_error_samples: Vec::new(),
-                sent: 0,
-                send_skipped: 0,
-                expected: 0,
-                received: 0,
-                duplicated: 0,
-                out_of_order: 0,
-                misrouted: 0,
-                echoes: 0,
-                latency: new_histogram(),
-                last_delivery: None,
-                stalled_evicted: 0,
-            },
+            tally: Tally::default(),
             layout,
             clients,
             config,
@@ -277,7 +193,7 @@ impl Worker {
     }
 
     /// Runs the phases until the coordinator says `Finish`, then closes everything.
-    pub fn run(mut self) -> WorkerResult {
+    pub fn run(mut self) -> Tally {
         let mut events = Events::with_capacity(1024);
         loop {
             let want = self.shared.phase();
@@ -306,7 +222,7 @@ impl Worker {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                self.fail_reason(format!("harness poll failed: {e}"));
+                self.tally.note_failure(format!("harness poll failed: {e}"));
                 self.shared.abort.store(true, Relaxed);
                 // Do not spin on a broken poll while the coordinator winds down.
                 std::thread::sleep(MAX_POLL);
@@ -333,11 +249,11 @@ impl Worker {
 
     fn publish(&self) {
         let p = &self.shared.workers[self.index];
-        p.connected.store(self.r.connected, Relaxed);
-        p.connect_failed.store(self.r.connect_failed, Relaxed);
-        p.joined.store(self.r.joined, Relaxed);
-        p.sent.store(self.r.sent, Relaxed);
-        p.received.store(self.r.received, Relaxed);
+        p.connected.store(self.tally.connected, Relaxed);
+        p.connect_failed.store(self.tally.connect_failed, Relaxed);
+        p.joined.store(self.tally.joined, Relaxed);
+        p.sent.store(self.tally.sent, Relaxed);
+        p.received.store(self.tally.received, Relaxed);
         p.live.store(self.live, Relaxed);
     }
 
@@ -539,7 +455,7 @@ impl Worker {
             Ok(true) => {
                 self.connecting -= 1;
                 self.clients[i].state = State::Connected;
-                self.r.connected += 1;
+                self.tally.connected += 1;
                 true
             }
             Ok(false) => false,
@@ -569,7 +485,7 @@ impl Worker {
     fn send_hello(&mut self, i: usize) {
         self.clients[i].state = State::Joined;
         self.clients[i].joined = true;
-        self.r.joined += 1;
+        self.tally.joined += 1;
         if let Some(hello) = &self.config.hello {
             let mut line = hello
                 .replace("%d", &self.clients[i].id.to_string())
@@ -607,7 +523,7 @@ impl Worker {
     fn send_message(&mut self, i: usize, sent_us: u64) {
         let c = &self.clients[i];
         if c.state != State::Joined || c.pending_out() > MAX_SENDER_BACKLOG {
-            self.r.send_skipped += 1;
+            self.tally.send_skipped += 1;
             return;
         }
         let seq = c.sent + 1;
@@ -624,7 +540,7 @@ impl Worker {
         self.needle.encode(marker, self.config.payload, &mut out);
         out.push(b'\n');
         self.clients[i].sent = seq;
-        self.r.sent += 1;
+        self.tally.sent += 1;
         self.queue(i, &out);
         self.line = out;
     }
@@ -643,10 +559,10 @@ impl Worker {
             c.expected = room_sent.saturating_sub(c.sent);
             expected += c.expected;
             if c.stream.is_some() {
-                outstanding += c.expected.saturating_sub(c.unique);
+                outstanding += c.expected.saturating_sub(c.inbox.unique());
             }
         }
-        self.r.expected = expected;
+        self.tally.expected = expected;
         self.outstanding = outstanding;
     }
 
@@ -790,20 +706,17 @@ impl Worker {
         }
         c.state = State::Closed;
         if c.stalled {
-            self.r.stalled_evicted += 1;
+            self.tally.stalled_evicted += 1;
             return;
         }
-        self.r.closed_by_server += 1;
+        self.tally.closed_by_server += 1;
         if phase == Phase::Drain {
             self.outstanding = self
                 .outstanding
-                .saturating_sub(c.expected.saturating_sub(c.unique));
+                .saturating_sub(c.expected.saturating_sub(c.inbox.unique()));
         }
-        *self
-            .r
-            .failures
-            .entry(format!("{why} during {}", phase.name()))
-            .or_default() += 1;
+        self.tally
+            .note_failure(format!("{why} during {}", phase.name()));
     }
 
     /// Marks a client failed (connect or join) and drops its socket.
@@ -826,30 +739,22 @@ impl Worker {
             *first = Some(why.clone());
         }
         if join_phase {
-            self.r.join_failed += 1;
-            *self.r.failures.entry(format!("join: {why}")).or_default() += 1;
+            self.tally.join_failed += 1;
+            self.tally.note_failure(format!("join: {why}"));
         } else {
-            self.r.connect_failed += 1;
-            *self
-                .r
-                .failures
-                .entry(format!("connect: {why}"))
-                .or_default() += 1;
+            self.tally.connect_failed += 1;
+            self.tally.note_failure(format!("connect: {why}"));
         }
     }
 
-    fn fail_reason(&mut self, why: String) {
-        *self.r.failures.entry(why).or_default() += 1;
-    }
-
-    fn finish(mut self) -> WorkerResult {
+    fn finish(mut self) -> Tally {
         // Dropping the streams closes them; the counts are final.
         for c in &mut self.clients {
             c.stream = None;
         }
         self.live = 0;
         self.publish();
-        self.r
+        self.tally
     }
 }
 
@@ -871,16 +776,7 @@ impl LineCtx<'_> {
         let i = self.i;
         let joining = w.clients[i].state == State::Joining;
         if let Some(err) = line.strip_prefix(b"ERROR:") {
-            w.r.server_errors += 1;
-            // A server that refuses every message sends one of these per message: copy
-            // the text only when it becomes a sample.
-            let samples = &mut w.r.server_error_samples;
-            if samples.len() < MAX_ERROR_SAMPLES {
-                let text = String::from_utf8_lossy(line);
-                if !samples.iter().any(|s| *s == text) {
-                    samples.push(text.into_owned());
-                }
-            }
+            w.tally.server_error(line);
             if joining {
                 let why = format!("server said ERROR:{}", String::from_utf8_lossy(err));
                 w.fail(i, why);
@@ -895,7 +791,7 @@ impl LineCtx<'_> {
             c.state = State::Joined;
             c.joined = true;
             w.joining -= 1;
-            w.r.joined += 1;
+            w.tally.joined += 1;
         }
     }
 
@@ -905,33 +801,10 @@ impl LineCtx<'_> {
         if c.stalled {
             return;
         }
-        let sender = m.sender as usize;
-        if sender == c.id {
-            w.r.echoes += 1;
-            return;
-        }
-        let track = match w.layout.sender_slot(sender) {
-            Some((room, slot)) if room == c.room => c.tracks.get_mut(slot),
-            _ => None,
-        };
-        let Some(track) = track else {
-            w.r.misrouted += 1;
-            return;
-        };
-        match track.record(m.seq) {
-            Seen::Duplicate => {
-                w.r.duplicated += 1;
-                return;
-            }
-            Seen::OutOfOrder => w.r.out_of_order += 1,
-            Seen::New => {}
-        }
-        c.unique += 1;
-        w.r.received += 1;
-        w.r.latency
-            .saturating_record(self.now_us.saturating_sub(m.sent_us).max(1));
-        w.r.last_delivery = Some(self.now);
-        if w.phase == Phase::Drain && c.unique <= c.expected {
+        let delivery = w
+            .tally
+            .record(&w.layout, &mut c.inbox, m, self.now, self.now_us);
+        if delivery.is_distinct() && w.phase == Phase::Drain && c.inbox.unique() <= c.expected {
             w.outstanding = w.outstanding.saturating_sub(1);
         }
     }
