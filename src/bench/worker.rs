@@ -24,6 +24,7 @@ use super::marker::{Marker, Needle};
 use super::sockets;
 use super::tally::{Inbox, Tally};
 use crate::codec::{LineError, LineReader};
+use crate::outq::{BufferPool, OutQueue};
 
 /// Where one client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +57,8 @@ struct Client {
     state: State,
     stream: Option<TcpStream>,
     reader: LineReader,
-    /// Output not yet written, from `out_pos`.
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Output not yet written.
+    out: OutQueue,
     /// Whether the join was acknowledged (stays true after a close).
     joined: bool,
     /// What it has received, per sender of its room.
@@ -69,12 +69,6 @@ struct Client {
     expected: u64,
     /// Last time a stalled client read something (stall phase).
     last_data: Option<Instant>,
-}
-
-impl Client {
-    fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
 }
 
 /// A sender whose unsent output exceeds this skips messages (counted) instead of
@@ -104,6 +98,8 @@ pub struct Worker {
     prefix: String,
     /// `SERVER:you are now in #<prefix>`: the join answer, room number follows.
     ack_prefix: Vec<u8>,
+    /// Spare output buffers for the clients' queues.
+    pool: BufferPool,
     readbuf: Vec<u8>,
     line: Vec<u8>,
 
@@ -150,8 +146,7 @@ impl Worker {
                 state: State::New,
                 stream: None,
                 reader: LineReader::default(),
-                out: Vec::new(),
-                out_pos: 0,
+                out: OutQueue::default(),
                 joined: false,
                 inbox: Inbox::new(id, &layout),
                 sent: 0,
@@ -167,6 +162,7 @@ impl Worker {
             needle: Needle::new(run_id),
             prefix,
             ack_prefix,
+            pool: BufferPool::default(),
             readbuf: vec![0; 64 * 1024],
             line: Vec::with_capacity(256),
             phase: Phase::Start,
@@ -522,7 +518,7 @@ impl Worker {
 
     fn send_message(&mut self, i: usize, sent_us: u64) {
         let c = &self.clients[i];
-        if c.state != State::Joined || c.pending_out() > MAX_SENDER_BACKLOG {
+        if c.state != State::Joined || c.out.pending() > MAX_SENDER_BACKLOG {
             self.tally.send_skipped += 1;
             return;
         }
@@ -579,7 +575,7 @@ impl Worker {
             State::New | State::Failed | State::Closed => return,
             _ => {}
         }
-        if writable && self.clients[i].pending_out() > 0 {
+        if writable && !self.clients[i].out.is_empty() {
             self.flush(i);
         }
         if readable {
@@ -593,41 +589,18 @@ impl Worker {
 
     /// Appends `bytes` to the client's output and writes what the socket takes.
     fn queue(&mut self, i: usize, bytes: &[u8]) {
-        self.clients[i].out.extend_from_slice(bytes);
+        self.clients[i].out.push(bytes, &mut self.pool);
         self.flush(i);
     }
 
-    /// Writes queued output until the socket would block. Leaves `out` either empty or
-    /// with unwritten bytes from `out_pos` (compacted once 64 KiB are written).
+    /// Writes queued output until the socket would block; what it does not take stays
+    /// queued for the next writable event.
     fn flush(&mut self, i: usize) {
         let c = &mut self.clients[i];
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
-        let mut error = None;
-        while c.out_pos < c.out.len() {
-            match stream.write(&c.out[c.out_pos..]) {
-                Ok(0) => {
-                    error = Some(io::Error::from(io::ErrorKind::WriteZero));
-                    break;
-                }
-                Ok(n) => c.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        if c.out_pos == c.out.len() {
-            c.out.clear();
-            c.out_pos = 0;
-        } else if c.out_pos > 64 * 1024 {
-            c.out.drain(..c.out_pos);
-            c.out_pos = 0;
-        }
-        if let Some(e) = error {
+        if let Err(e) = c.out.write_to(stream, &mut self.pool) {
             self.close(i, format!("write failed: {e}"));
         }
     }
@@ -704,6 +677,8 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut s);
             self.live -= 1;
         }
+        // Nothing more can be written: the buffer goes back to the pool.
+        c.out.clear(&mut self.pool);
         c.state = State::Closed;
         if c.stalled {
             self.tally.stalled_evicted += 1;
@@ -726,6 +701,8 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut s);
             self.live -= 1;
         }
+        // Nothing more can be written: the buffer goes back to the pool.
+        c.out.clear(&mut self.pool);
         let join_phase = matches!(c.state, State::Connected | State::Joining);
         match c.state {
             State::Connecting => self.connecting -= 1,
