@@ -7,24 +7,29 @@
 //! timing of the run as a whole, and never blocks: between phases it keeps reading, so
 //! the server never waits on the harness.
 //!
-//! Which clients a worker owns, their rooms and who sends follow
-//! [`Layout`](super::contract::Layout); socket set-up is in [`sockets`](super::sockets).
+//! This module is the loop and the client I/O: it polls, hands each phase's work to
+//! that phase's hooks ([`phases`]), reads and classifies lines, queues and flushes
+//! output, and records closes and failures. Which clients a worker owns, their rooms
+//! and who sends follow [`Layout`]; socket set-up is in [`sockets`](super::sockets);
+//! the counts are a [`Tally`].
 
-use std::io::{self, Read, Write};
+mod phases;
+
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 
-use super::config::{BenchConfig, BenchDialect};
-use super::contract::{Layout, Phase, STALL_LIMIT, Shared, WAKE};
+use super::config::BenchConfig;
+use super::contract::{Layout, Phase, Shared, WAKE};
 use super::marker::{Marker, Needle};
-use super::sockets;
 use super::tally::{Inbox, Tally};
 use crate::codec::{LineError, LineReader};
 use crate::outq::{BufferPool, OutQueue};
+use phases::Hooks;
 
 /// Where one client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +109,8 @@ pub struct Worker {
     line: Vec<u8>,
 
     phase: Phase,
+    /// What to do in `phase`.
+    hooks: Hooks,
     phase_done: bool,
     deadline: Instant,
     // connect
@@ -166,6 +173,7 @@ impl Worker {
             readbuf: vec![0; 64 * 1024],
             line: Vec::with_capacity(256),
             phase: Phase::Start,
+            hooks: phases::hooks(Phase::Start, config.dialect),
             phase_done: false,
             deadline: now,
             next_connect: 0,
@@ -199,16 +207,17 @@ impl Worker {
                 if want == Phase::Finish {
                     break;
                 }
-                self.enter(Instant::now());
+                self.hooks = phases::hooks(want, self.config.dialect);
+                (self.hooks.enter)(&mut self, Instant::now());
             }
             let now = Instant::now();
             let mut timeout = MAX_POLL;
             if !self.phase_done {
-                if let Some(t) = self.step(now) {
+                if let Some(t) = (self.hooks.step)(&mut self, now) {
                     timeout = timeout.min(t);
                 }
                 let abort = self.shared.abort.load(Relaxed);
-                if self.complete(now, abort) {
+                if (self.hooks.done)(&mut self, now, abort) {
                     self.phase_done = true;
                     self.report_done();
                 }
@@ -251,315 +260,6 @@ impl Worker {
         p.sent.store(self.tally.sent, Relaxed);
         p.received.store(self.tally.received, Relaxed);
         p.live.store(self.live, Relaxed);
-    }
-
-    /// Sets up the phase just announced.
-    fn enter(&mut self, now: Instant) {
-        let c = Arc::clone(&self.config);
-        match self.phase {
-            Phase::Connect | Phase::Join => self.deadline = now + c.phase_timeout,
-            Phase::Steady => {
-                let start_us = self.shared.steady_start_us.load(Relaxed);
-                self.steady_start = self.shared.epoch + Duration::from_micros(start_us);
-                self.steady_end = self.steady_start + c.duration;
-                self.senders = (0..self.clients.len())
-                    .filter(|&i| self.clients[i].id < c.senders)
-                    .collect();
-                self.local_rate = self.senders.len() as f64 * c.rate;
-                self.next_msg = 0;
-            }
-            Phase::Drain => self.start_drain(now),
-            Phase::Stall => {
-                self.deadline = now + STALL_LIMIT;
-                for i in 0..self.clients.len() {
-                    if self.clients[i].stalled && self.clients[i].stream.is_some() {
-                        self.clients[i].last_data = Some(now);
-                        self.read(i, true);
-                    }
-                }
-            }
-            Phase::Start | Phase::Idle | Phase::Finish => {}
-        }
-    }
-
-    /// Does the phase's work that is due; returns how long until more is due.
-    fn step(&mut self, now: Instant) -> Option<Duration> {
-        match self.phase {
-            Phase::Connect => {
-                while self.connecting < self.config.concurrency
-                    && self.next_connect < self.clients.len()
-                {
-                    let i = self.next_connect;
-                    self.next_connect += 1;
-                    self.start_connect(i);
-                }
-                Some(self.deadline.saturating_duration_since(now))
-            }
-            Phase::Join => {
-                match self.config.dialect {
-                    BenchDialect::Frames => {
-                        while self.joining < self.config.concurrency
-                            && self.next_join < self.clients.len()
-                        {
-                            let i = self.next_join;
-                            self.next_join += 1;
-                            if self.clients[i].state == State::Connected {
-                                self.send_join(i);
-                            }
-                        }
-                    }
-                    BenchDialect::Lines => {
-                        if self.next_join < self.clients.len() {
-                            for i in self.next_join..self.clients.len() {
-                                if self.clients[i].state == State::Connected {
-                                    self.send_hello(i);
-                                }
-                            }
-                            self.next_join = self.clients.len();
-                            self.deadline = now + self.config.settle;
-                        }
-                    }
-                }
-                Some(self.deadline.saturating_duration_since(now))
-            }
-            Phase::Steady => Some(self.send_due(now)),
-            Phase::Drain | Phase::Stall => Some(self.deadline.saturating_duration_since(now)),
-            Phase::Start | Phase::Idle | Phase::Finish => None,
-        }
-    }
-
-    /// Whether this worker is done with the current phase (closing out what timed out).
-    /// With `abort`, every phase ends now.
-    fn complete(&mut self, now: Instant, abort: bool) -> bool {
-        match self.phase {
-            Phase::Connect => {
-                if self.next_connect == self.clients.len() && self.connecting == 0 {
-                    return true;
-                }
-                if now < self.deadline && !abort {
-                    return false;
-                }
-                let (late, never) = if abort {
-                    ("run aborted while connecting", "not attempted: run aborted")
-                } else {
-                    (
-                        "connect timed out",
-                        "not attempted: connect phase timed out",
-                    )
-                };
-                for i in 0..self.clients.len() {
-                    match self.clients[i].state {
-                        State::Connecting => self.fail(i, late.into()),
-                        State::New => self.fail(i, never.into()),
-                        _ => {}
-                    }
-                }
-                self.next_connect = self.clients.len();
-                true
-            }
-            Phase::Join => match self.config.dialect {
-                BenchDialect::Frames => {
-                    if self.next_join == self.clients.len() && self.joining == 0 {
-                        return true;
-                    }
-                    if now < self.deadline && !abort {
-                        return false;
-                    }
-                    let why = if abort {
-                        "run aborted while joining".to_string()
-                    } else {
-                        format!(
-                            "no answer to JOIN within {:?} (expected `SERVER:you are now in #room`)",
-                            self.config.phase_timeout
-                        )
-                    };
-                    for i in 0..self.clients.len() {
-                        if matches!(self.clients[i].state, State::Joining | State::Connected) {
-                            self.fail(i, why.clone());
-                        }
-                    }
-                    self.next_join = self.clients.len();
-                    true
-                }
-                BenchDialect::Lines => {
-                    abort || (self.next_join == self.clients.len() && now >= self.deadline)
-                }
-            },
-            Phase::Steady => {
-                if now < self.steady_end && !abort {
-                    return false;
-                }
-                for &i in &self.senders {
-                    let c = &self.clients[i];
-                    self.shared.room_sent[c.room].fetch_add(c.sent, Relaxed);
-                }
-                true
-            }
-            Phase::Drain => abort || self.outstanding == 0 || now >= self.deadline,
-            Phase::Stall => {
-                abort
-                    || now >= self.deadline
-                    || self.clients.iter().all(|c| {
-                        !c.stalled
-                            || c.stream.is_none()
-                            || c.last_data
-                                .is_some_and(|t| now.duration_since(t) >= STALL_QUIET)
-                    })
-            }
-            Phase::Start | Phase::Idle | Phase::Finish => true,
-        }
-    }
-
-    // ---- connect -------------------------------------------------------------------
-
-    fn start_connect(&mut self, i: usize) {
-        let c = &self.config;
-        let src = if c.source_ips.is_empty() {
-            None
-        } else {
-            Some(c.source_ips[self.clients[i].id % c.source_ips.len()])
-        };
-        match sockets::open(c.addr, src, self.clients[i].stalled) {
-            Ok(mut stream) => {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                match self
-                    .poll
-                    .registry()
-                    .register(&mut stream, Token(i), interest)
-                {
-                    Ok(()) => {
-                        self.clients[i].stream = Some(stream);
-                        self.live += 1;
-                        self.clients[i].state = State::Connecting;
-                        self.connecting += 1;
-                    }
-                    Err(e) => self.fail(i, format!("cannot register socket: {e}")),
-                }
-            }
-            Err(e) => self.fail(i, sockets::connect_error(&e, c.addr)),
-        }
-    }
-
-    /// Checks a connecting socket after an event (mio's documented sequence:
-    /// `take_error`, then `peer_addr`). Returns whether it is now connected.
-    fn check_connect(&mut self, i: usize) -> bool {
-        let Some(stream) = &self.clients[i].stream else {
-            return false;
-        };
-        let result = sockets::connected(stream);
-        match result {
-            Ok(true) => {
-                self.connecting -= 1;
-                self.clients[i].state = State::Connected;
-                self.tally.connected += 1;
-                true
-            }
-            Ok(false) => false,
-            Err(e) => {
-                let why = sockets::connect_error(&e, self.config.addr);
-                self.fail(i, why);
-                false
-            }
-        }
-    }
-
-    // ---- join ----------------------------------------------------------------------
-
-    fn send_join(&mut self, i: usize) {
-        let id = self.clients[i].id;
-        let room = self.clients[i].room;
-        let mut out = std::mem::take(&mut self.line);
-        out.clear();
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "JOIN:{p}{id}\nJOIN:#{p}{room}\n", p = self.prefix);
-        self.clients[i].state = State::Joining;
-        self.joining += 1;
-        self.queue(i, &out);
-        self.line = out;
-    }
-
-    fn send_hello(&mut self, i: usize) {
-        self.clients[i].state = State::Joined;
-        self.clients[i].joined = true;
-        self.tally.joined += 1;
-        if let Some(hello) = &self.config.hello {
-            let mut line = hello
-                .replace("%d", &self.clients[i].id.to_string())
-                .into_bytes();
-            line.push(b'\n');
-            self.queue(i, &line);
-        }
-    }
-
-    // ---- steady --------------------------------------------------------------------
-
-    /// Sends every message whose intended time has come; returns the wait until the next.
-    fn send_due(&mut self, now: Instant) -> Duration {
-        if self.senders.is_empty() || self.local_rate <= 0.0 {
-            return self.steady_end.saturating_duration_since(now);
-        }
-        // Offset each worker's schedule so that threads do not send in lockstep.
-        let offset = self.index as f64 / self.config.threads as f64;
-        loop {
-            let at = (self.next_msg as f64 + offset) / self.local_rate;
-            let when = self.steady_start + Duration::from_secs_f64(at);
-            if when >= self.steady_end {
-                return self.steady_end.saturating_duration_since(now);
-            }
-            if when > now {
-                return when - now;
-            }
-            let sender = self.senders[(self.next_msg % self.senders.len() as u64) as usize];
-            self.next_msg += 1;
-            let sent_us = when.duration_since(self.shared.epoch).as_micros() as u64;
-            self.send_message(sender, sent_us);
-        }
-    }
-
-    fn send_message(&mut self, i: usize, sent_us: u64) {
-        let c = &self.clients[i];
-        if c.state != State::Joined || c.out.pending() > MAX_SENDER_BACKLOG {
-            self.tally.send_skipped += 1;
-            return;
-        }
-        let seq = c.sent + 1;
-        let marker = Marker {
-            sender: c.id as u64,
-            seq,
-            sent_us,
-        };
-        let mut out = std::mem::take(&mut self.line);
-        out.clear();
-        if self.config.dialect == BenchDialect::Frames {
-            out.extend_from_slice(b"SAY::");
-        }
-        self.needle.encode(marker, self.config.payload, &mut out);
-        out.push(b'\n');
-        self.clients[i].sent = seq;
-        self.tally.sent += 1;
-        self.queue(i, &out);
-        self.line = out;
-    }
-
-    // ---- drain ---------------------------------------------------------------------
-
-    fn start_drain(&mut self, now: Instant) {
-        self.deadline = now + self.config.drain_timeout;
-        let mut expected = 0;
-        let mut outstanding = 0;
-        for c in &mut self.clients {
-            if c.stalled || !c.joined {
-                continue;
-            }
-            let room_sent = self.shared.room_sent[c.room].load(Relaxed);
-            c.expected = room_sent.saturating_sub(c.sent);
-            expected += c.expected;
-            if c.stream.is_some() {
-                outstanding += c.expected.saturating_sub(c.inbox.unique());
-            }
-        }
-        self.tally.expected = expected;
-        self.outstanding = outstanding;
     }
 
     // ---- I/O -----------------------------------------------------------------------
