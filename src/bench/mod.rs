@@ -9,13 +9,15 @@
 //!   capacity checks (open files, ephemeral ports).
 //! - `contract`: what the coordinator and the workers share: the phases, the shared
 //!   state, and the layout of clients over workers and rooms.
-//! - `worker`: one mio loop per harness thread, owning its share of the connections.
+//! - `worker`: one mio loop per harness thread, owning its share of the connections;
+//!   `worker::phases` holds what it does in each phase (one set of hooks per phase).
 //! - `sockets`: client socket set-up (source address, connect status, connect errors).
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
 //! - `tally`: what a worker counts (deliveries classified, latency) and how the
 //!   workers' counts add up.
 //! - [`report`]: the [`Report`] struct, its table and its JSON.
-//! - [`server_proc`]: the server as a process: `/proc` sampling and `--spawn-server`.
+//! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
+//!   write counts and `--spawn-server`.
 //!
 //! This module is the coordinator: it starts the workers, moves them through the phases
 //! (connect → join → idle → load → drain → stalled check), times each, samples the
