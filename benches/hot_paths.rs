@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use loopchat::codec::{Dialect, Event, LineReader, parse_frame};
+use loopchat::outq::{BufferPool, OutQueue};
 use loopchat::timer::TimerWheel;
 
 /// A realistic input stream: mostly chat lines of varied length, some commands, CRLF
@@ -124,13 +125,15 @@ fn event_encoding(c: &mut Criterion) {
     g.finish();
 }
 
-/// One message encoded once and appended to 1 000 recipients' output queues, as the
-/// server's broadcast does before flushing.
+/// One message encoded once and pushed to 1 000 recipients' output queues, as the
+/// server's broadcast does before flushing: the real `OutQueue::push` with a
+/// `BufferPool`, so an empty queue taking a pooled buffer is part of the cost.
 fn fan_out(c: &mut Criterion) {
     const RECIPIENTS: usize = 1000;
     let mut g = c.benchmark_group("fan_out");
     g.throughput(Throughput::Elements(RECIPIENTS as u64));
-    let mut queues: Vec<Vec<u8>> = (0..RECIPIENTS).map(|_| Vec::with_capacity(4096)).collect();
+    let mut pool = BufferPool::default();
+    let mut queues: Vec<OutQueue> = (0..RECIPIENTS).map(|_| OutQueue::default()).collect();
     let mut encoded = Vec::with_capacity(256);
     for (name, text_len) in [("64_byte_text", 64usize), ("1_KiB_text", 1024)] {
         let text = "x".repeat(text_len);
@@ -143,12 +146,13 @@ fn fan_out(c: &mut Criterion) {
                 }
                 .encode(Dialect::Frames, &mut encoded);
                 for q in &mut queues {
-                    q.extend_from_slice(&encoded);
+                    q.push(&encoded, &mut pool);
                 }
-                // The flush empties each queue; keep capacity, as a long-lived connection would.
+                // A complete flush empties each queue and gives its buffer back to the
+                // pool, where the next push finds it, as on a long-lived connection.
                 for q in &mut queues {
-                    black_box(q.len());
-                    q.clear();
+                    black_box(q.pending());
+                    q.clear(&mut pool);
                 }
             })
         });

@@ -7,21 +7,31 @@
 //!
 //! - [`config`]: the flags ([`BenchArgs`]), their checked form ([`BenchConfig`]) and the
 //!   capacity checks (open files, ephemeral ports).
-//! - `worker`: one mio loop per harness thread, owning its share of the connections.
+//! - `contract`: what the coordinator and the workers share: the phases, the shared
+//!   state, and the layout of clients over workers and rooms.
+//! - `worker`: one mio loop per harness thread, owning its share of the connections;
+//!   `worker::phases` holds what it does in each phase (one set of hooks per phase).
+//! - `sockets`: client socket set-up (source address, connect status, connect errors).
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
+//! - `tally`: what a worker counts (deliveries classified, latency) and how the
+//!   workers' counts add up.
 //! - [`report`]: the [`Report`] struct, its table and its JSON.
-//! - [`server_proc`]: the server as a process: `/proc` sampling and `--spawn-server`.
+//! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
+//!   write counts and `--spawn-server`.
 //!
 //! This module is the coordinator: it starts the workers, moves them through the phases
 //! (connect → join → idle → load → drain → stalled check), times each, samples the
-//! server between them, shows progress, and adds the workers' results into a report.
+//! server between them, shows progress, and adds the workers' tallies into a report.
 //! Every phase is bounded in time, so a silent or vanished server ends the run with a
 //! partial report instead of a hang.
 
 pub mod config;
+mod contract;
 pub mod marker;
 pub mod report;
 pub mod server_proc;
+mod sockets;
+mod tally;
 mod worker;
 
 use std::io::{IsTerminal, Write};
@@ -34,9 +44,11 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 pub use config::{BenchArgs, BenchConfig, BenchDialect};
+use contract::{Phase, Progress, STALL_LIMIT, Shared, WAKE};
 pub use report::{Latency, Report, ServerStats};
 pub use server_proc::SpawnedServer;
-use worker::{Phase, Shared, WAKE, Worker, WorkerResult};
+use tally::Tally;
+use worker::Worker;
 
 /// Exit status for a command line that makes no sense (clap uses the same).
 const EXIT_USAGE: u8 = 2;
@@ -198,7 +210,7 @@ struct Coordinator {
     config: Arc<BenchConfig>,
     shared: Arc<Shared>,
     wakers: Vec<Waker>,
-    handles: Vec<JoinHandle<WorkerResult>>,
+    handles: Vec<JoinHandle<Tally>>,
     progress: bool,
     last_progress: Instant,
     problems: Vec<String>,
@@ -284,10 +296,18 @@ impl Coordinator {
         }
         let cpu_end = pid.and_then(server_proc::cpu_seconds);
         if !self.aborted && c.stalled > 0 {
-            self.phase(Phase::Stall, worker::STALL_LIMIT);
+            self.phase(Phase::Stall, STALL_LIMIT);
         }
         let rss_after = pid.and_then(server_proc::rss_bytes);
-        let results = self.finish();
+        let mut t = Tally::default();
+        for w in &self.finish() {
+            if t.merge(w).is_err() {
+                self.problems
+                    .push("latency histograms could not be merged".into());
+            }
+        }
+        let mut failures: Vec<(String, u64)> = t.failures.into_iter().collect();
+        failures.sort_by_key(|f| std::cmp::Reverse(f.1));
 
         let mut r = Report {
             addr: c.addr.to_string(),
@@ -300,58 +320,40 @@ impl Coordinator {
             payload: c.payload,
             threads: c.threads,
             source_ips: c.source_ips.len(),
+            established: t.connected,
+            connect_failed: t.connect_failed,
+            joined: t.joined,
+            join_failed: t.join_failed,
+            closed_by_server: t.closed_by_server,
+            failures,
+            server_errors: t.server_errors,
+            server_error_samples: t.server_error_samples,
             connect_secs,
             join_secs,
             idle_secs,
             steady_secs,
             drain_secs,
+            sent: t.sent,
+            send_skipped: t.send_skipped,
+            expected: t.expected,
+            received: t.received,
+            lost: t.expected.saturating_sub(t.received),
+            duplicated: t.duplicated,
+            out_of_order: t.out_of_order,
+            misrouted: t.misrouted,
+            echoes: t.echoes,
+            stalled_evicted: t.stalled_evicted,
             harness_cpu_secs: server_proc::own_cpu_seconds() - own_cpu0,
-            // The counts are added up from the workers' results below.
+            // Throughput, latency and the server's figures follow.
             ..Report::default()
         };
-        let mut hist = worker::new_histogram();
-        let mut failures = std::collections::BTreeMap::new();
-        let mut last_delivery: Option<Instant> = None;
-        for w in &results {
-            r.established += w.connected;
-            r.connect_failed += w.connect_failed;
-            r.joined += w.joined;
-            r.join_failed += w.join_failed;
-            r.closed_by_server += w.closed_by_server;
-            for (k, v) in &w.failures {
-                *failures.entry(k.clone()).or_insert(0) += v;
-            }
-            r.server_errors += w.server_errors;
-            for s in &w.server_error_samples {
-                if r.server_error_samples.len() < 5 && !r.server_error_samples.contains(s) {
-                    r.server_error_samples.push(s.clone());
-                }
-            }
-            r.sent += w.sent;
-            r.send_skipped += w.send_skipped;
-            r.expected += w.expected;
-            r.received += w.received;
-            r.duplicated += w.duplicated;
-            r.out_of_order += w.out_of_order;
-            r.misrouted += w.misrouted;
-            r.echoes += w.echoes;
-            r.stalled_evicted += w.stalled_evicted;
-            if hist.add(&w.latency).is_err() {
-                self.problems
-                    .push("latency histograms could not be merged".into());
-            }
-            last_delivery = last_delivery.max(w.last_delivery);
-        }
-        let mut failures: Vec<(String, u64)> = failures.into_iter().collect();
-        failures.sort_by_key(|f| std::cmp::Reverse(f.1));
-        r.failures = failures;
-        r.lost = r.expected.saturating_sub(r.received);
-        if let (Some(start), Some(last)) = (steady_start, last_delivery) {
+        if let (Some(start), Some(last)) = (steady_start, t.last_delivery) {
             let secs = last.saturating_duration_since(start).as_secs_f64();
             if secs > 0.0 {
                 r.deliveries_per_sec = r.received as f64 / secs;
             }
         }
+        let hist = &t.latency;
         if !hist.is_empty() {
             r.latency = Some(Latency {
                 count: hist.len(),
@@ -503,7 +505,7 @@ impl Coordinator {
         }
     }
 
-    fn sum(&self, f: impl Fn(&worker::Progress) -> u64) -> u64 {
+    fn sum(&self, f: impl Fn(&Progress) -> u64) -> u64 {
         self.shared.workers.iter().map(f).sum()
     }
 
@@ -531,7 +533,7 @@ impl Coordinator {
     }
 
     /// Tells the workers to close everything and collects their results.
-    fn finish(&mut self) -> Vec<WorkerResult> {
+    fn finish(&mut self) -> Vec<Tally> {
         self.shared.set_phase(Phase::Finish);
         self.wake();
         if self.progress {

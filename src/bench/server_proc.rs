@@ -1,7 +1,9 @@
-//! The server as a process: its memory and CPU time from `/proc`, and starting and
-//! stopping a `loopchat server` for a run (`--spawn-server`, `benches/load.rs`).
+//! The server as a process: its memory and CPU time from `/proc`, the write counts in
+//! its log's summary lines, and starting and stopping a `loopchat server` for a run
+//! (`--spawn-server`, `benches/load.rs`).
 //!
-//! Nothing here talks to the server over the network except the readiness probe.
+//! Nothing here talks to the server over the network except the readiness probe. The
+//! summary line's format is not known here: `crate::server::stats` writes and parses it.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,9 +11,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::server::stats::Summary;
+
 /// Flags that lift loopchat's abuse limits, so one loopback address can open thousands
-/// of connections and send as fast as it likes.
-pub const LIFT_LIMITS: [&str; 8] = [
+/// of connections and send as fast as it likes: per connection and per IP, on
+/// connecting and on sending, and the private-message receive rate.
+pub const LIFT_LIMITS: [&str; 12] = [
     "--rate",
     "0",
     "--connect-rate",
@@ -19,6 +24,10 @@ pub const LIFT_LIMITS: [&str; 8] = [
     "--max-conns-per-ip",
     "0",
     "--max-strikes",
+    "0",
+    "--ip-rate",
+    "0",
+    "--msg-in-rate",
     "0",
 ];
 
@@ -82,21 +91,14 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// Adds up the `<n> deliveries, <m> writes` counts of loopchat's periodic summary lines
-/// in a server log: `(deliveries, writes)`, or `None` if the log has no such line.
+/// Adds up the deliveries and writes of loopchat's periodic summary lines in a server
+/// log: `(deliveries, writes)`, or `None` if the log has no such line. The lines are
+/// read by the server's own parser ([`Summary::parse`]), so the format has one owner.
 pub fn summary_writes(log: &str) -> Option<(u64, u64)> {
-    let mut found = None;
-    for line in log.lines().filter(|l| l.contains("summary:")) {
-        let num_before = |word: &str| -> Option<u64> {
-            let end = line.find(word)?;
-            line[..end].rsplit(' ').next()?.parse().ok()
-        };
-        if let (Some(d), Some(w)) = (num_before(" deliveries,"), num_before(" writes (")) {
-            let (td, tw) = found.unwrap_or((0, 0));
-            found = Some((td + d, tw + w));
-        }
-    }
-    found
+    log.lines()
+        .filter_map(Summary::parse)
+        .map(|s| (s.delta.deliveries, s.delta.writes))
+        .reduce(|(d, w), (dd, dw)| (d + dd, w + dw))
 }
 
 /// Write syscalls per delivery over a server log's summary lines, or `None` without
@@ -238,14 +240,29 @@ mod tests {
 
     #[test]
     fn sums_the_summary_lines() {
-        let log = "x INFO summary: 5 clients (5 named), 1 rooms; last 1s: 0 accepted, 0 refused, \
-                   0 closed, 10 lines in, 90 deliveries, 45 writes (0.500 per delivery), 0 \
-                   rate-limited, 0 evicted; 0 bans\n\
-                   y INFO summary: ... 10 deliveries, 5 writes (0.500 per delivery) ...\n\
-                   z INFO shut down: 5 connections closed\n";
-        assert_eq!(summary_writes(log), Some((100, 50)));
+        use crate::server::stats::Stats;
+        let summary = |deliveries, writes| Summary {
+            clients: 5,
+            named: 5,
+            rooms: 1,
+            interval: Duration::from_secs(1),
+            delta: Stats {
+                lines_in: 10,
+                deliveries,
+                writes,
+                ..Stats::default()
+            },
+            bans: 0,
+        };
+        let (first, second) = (summary(90, 45), summary(10, 5));
+        // Only whole summary lines count, not a line that merely looks like one.
+        let log = format!(
+            "x INFO {first}\ny INFO {second}\nz INFO shut down: 5 connections closed\n\
+             w INFO summary: garbled 7 deliveries, 7 writes (1.000 per delivery)\n"
+        );
+        assert_eq!(summary_writes(&log), Some((100, 50)));
         assert_eq!(summary_writes("nothing here"), None);
-        assert_eq!(writes_per_delivery(log), Some(0.5));
+        assert_eq!(writes_per_delivery(&log), Some(0.5));
         assert_eq!(writes_per_delivery("nothing here"), None);
     }
 }
