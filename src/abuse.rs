@@ -87,11 +87,11 @@ struct Record {
 
 impl Record {
     /// A fresh record: no connections, no strikes, a full connect bucket.
-    fn new(limits: &Limits, now: Instant) -> Record {
+    fn new(now: Instant) -> Record {
         Record {
             conns: 0,
             strikes: Strikes::new(),
-            connect: TokenBucket::full(limits.connect_burst, now),
+            connect: TokenBucket::new(now),
             cleanup: None,
         }
     }
@@ -172,10 +172,7 @@ impl Abuse {
             return Admit::Banned { remaining };
         }
         let limits = &self.limits;
-        let record = self
-            .records
-            .entry(key)
-            .or_insert_with(|| Record::new(limits, now));
+        let record = self.records.entry(key).or_insert_with(|| Record::new(now));
         let refusal =
             if limits.max_conns_per_ip > 0 && record.conns as usize >= limits.max_conns_per_ip {
                 Admit::TooManyConnections
@@ -322,10 +319,7 @@ impl Abuse {
         }
         let enabled = self.bans_enabled();
         let limits = &self.limits;
-        let record = self
-            .records
-            .entry(key)
-            .or_insert_with(|| Record::new(limits, now));
+        let record = self.records.entry(key).or_insert_with(|| Record::new(now));
         let count = record.strikes.add(now, limits.strike_decay);
         if !enabled || count < limits.max_strikes {
             return None;

@@ -25,11 +25,17 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket. Full means no tokens owed, whatever the size, so `burst` is not
-    /// stored; it is taken for symmetry with [`TokenBucket::take`].
+    /// A full bucket at `now`. Full means no tokens owed, whatever the size, so it needs
+    /// neither rate nor burst.
+    pub fn new(now: Instant) -> Self {
+        TokenBucket { full_at: now }
+    }
+
+    /// The same as [`TokenBucket::new`]: `burst` is ignored. Kept only so that callers
+    /// written against it build until they move to `new`.
     pub fn full(burst: f64, now: Instant) -> Self {
         let _ = burst;
-        TokenBucket { full_at: now }
+        TokenBucket::new(now)
     }
 
     /// Refills at `rate` per second up to `burst`, then takes one token if there is
@@ -132,7 +138,7 @@ mod tests {
     fn bucket_allows_a_burst_then_refills_at_rate() {
         let t0 = Instant::now();
         let (rate, burst) = (5.0, 10.0);
-        let mut b = TokenBucket::full(burst, t0);
+        let mut b = TokenBucket::new(t0);
         for i in 0..10 {
             assert!(b.take(rate, burst, t0), "token {i} of the burst");
         }
@@ -154,7 +160,7 @@ mod tests {
     fn bucket_never_holds_more_than_burst() {
         let t0 = Instant::now();
         let (rate, burst) = (3.0, 4.0);
-        let mut b = TokenBucket::full(burst, t0);
+        let mut b = TokenBucket::new(t0);
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(b.tokens(rate, burst, later), burst);
         let taken = (0..100).filter(|_| b.take(rate, burst, later)).count();
@@ -165,7 +171,7 @@ mod tests {
     #[test]
     fn refusals_cost_nothing() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::full(1.0, t0);
+        let mut b = TokenBucket::new(t0);
         assert!(b.take(1.0, 1.0, t0));
         for i in 1..10 {
             assert!(!b.take(1.0, 1.0, t0 + ms(i * 100 - 1)));
@@ -176,7 +182,7 @@ mod tests {
     #[test]
     fn zero_rate_is_unlimited() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::full(1.0, t0);
+        let mut b = TokenBucket::new(t0);
         assert!((0..10_000).all(|_| b.take(0.0, 1.0, t0)));
         assert!(b.take(-1.0, 0.0, t0));
         assert_eq!(b.full_at(), t0);
@@ -185,7 +191,7 @@ mod tests {
     #[test]
     fn time_going_backwards_does_not_refill() {
         let t0 = Instant::now() + Duration::from_secs(10);
-        let mut b = TokenBucket::full(2.0, t0);
+        let mut b = TokenBucket::new(t0);
         assert!(b.take(1.0, 2.0, t0));
         assert!(b.take(1.0, 2.0, t0));
         assert!(!b.take(1.0, 2.0, t0 - Duration::from_secs(5)));
