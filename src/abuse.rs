@@ -1,5 +1,6 @@
-//! Per-IP abuse control (SPEC §5): connection counts, the connect-rate throttle,
-//! strikes, and the ban table with its own timer wheel.
+//! Per-IP abuse control, the defence against one address flooding the server with
+//! connections or messages: connection counts, the connect-rate throttle, strikes, and
+//! the ban table with its own timer wheel.
 //!
 //! This module owns what is kept per address ([`IpKey`]: an IPv4 address or an IPv6
 //! /64) and when that state is dropped. It does not own connections: the server asks
