@@ -5,7 +5,8 @@
 //! This module owns what is kept per address ([`IpKey`]: an IPv4 address or an IPv6
 //! /64) and when that state is dropped. It does not own connections: the server asks
 //! [`Abuse::admit`] before it takes one, calls [`Abuse::release`] when a counted one
-//! closes, keeps the per-connection message [`TokenBucket`] itself, and reports a
+//! closes, keeps the per-connection message
+//! [`TokenBucket`](crate::rate::TokenBucket) itself, and reports a
 //! message over that limit through [`Abuse::strike`]. Closing the connections of a
 //! banned address is also the server's job.
 //!
@@ -22,7 +23,7 @@ use log::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::net::{Cidr, IpKey, Redacted};
-use crate::rate::{Strikes, TokenBucket};
+use crate::rate::{ConnectLimit, Strikes, Verdict};
 use crate::timer::{TimerId, TimerWheel};
 
 /// Resolution of the abuse wheel. Firing is exact whatever the tick (see
@@ -46,17 +47,19 @@ pub enum Admit {
     /// Take it; it is counted until [`Abuse::release`].
     Allowed,
     /// The address is banned for `remaining` more. This may be the result of this very
-    /// attempt: a refusal for the cap or the rate earns a strike, which may be the one
-    /// that bans. Then the address may still have open connections
+    /// attempt: a refusal for the rate may earn a strike (see [`Abuse::admit`]), which
+    /// may be the one that bans. Then the address may still have open connections
     /// ([`Abuse::connections`] > 0) that the server should close as after a ban from
     /// [`Abuse::strike`].
     Banned {
         /// Time left on the ban.
         remaining: Duration,
     },
-    /// The address already has `max_conns_per_ip` connections (earns a strike).
+    /// The address already has `max_conns_per_ip` connections. Never a strike by
+    /// itself, but the attempt took a connect token.
     TooManyConnections,
-    /// The address opens connections faster than `connect_rate` (earns a strike).
+    /// The address opens connections faster than `connect_rate`; a strike only as
+    /// [`Abuse::admit`] describes.
     TooFast,
 }
 
@@ -80,8 +83,8 @@ struct Record {
     /// Counted connections open now.
     conns: u32,
     strikes: Strikes,
-    /// New-connection throttle.
-    connect: TokenBucket,
+    /// New-connection throttle, and which of its refusals earn a strike.
+    connect: ConnectLimit,
     /// Pending cleanup, set only while `conns == 0`.
     cleanup: Option<TimerId>,
 }
@@ -92,7 +95,7 @@ impl Record {
         Record {
             conns: 0,
             strikes: Strikes::new(),
-            connect: TokenBucket::new(now),
+            connect: ConnectLimit::new(now),
             cleanup: None,
         }
     }
@@ -160,10 +163,28 @@ impl Abuse {
         self.limits.exempt.iter().any(|c| c.contains(ip))
     }
 
-    /// A new connection from `ip`: checks the ban, the per-IP connection cap, then the
-    /// connect-rate bucket, and counts the connection when it is allowed. A refusal for
-    /// the cap or the rate also earns the address a strike (which may ban it). Exempt
+    /// A new connection from `ip`: checks the ban, then the connect-rate throttle, then
+    /// the per-IP connection cap, and counts the connection when it is allowed. Exempt
     /// addresses are always allowed and not counted.
+    ///
+    /// **Which refusals earn a strike.** A restart storm (a NAT gateway or a client
+    /// host coming back, all its clients reconnecting at once) is bad luck, not abuse;
+    /// an address that keeps connecting faster than the throttle allows is abuse. So:
+    ///
+    /// - Every attempt that is not banned takes a token from the address's connect
+    ///   bucket (`connect_burst` tokens, refilled at `connect_rate` per second), even
+    ///   one then refused for the cap, so hammering at the cap runs into the throttle.
+    /// - [`Admit::TooManyConnections`] never earns a strike by itself.
+    /// - [`Admit::TooFast`] refusals are counted by episode of an empty connect bucket
+    ///   (an episode lasts until the bucket is full again). The first `connect_burst`
+    ///   refusals of an episode are free; the next one earns a strike, and after that
+    ///   one more per refill time (`connect_burst / connect_rate`) while the episode
+    ///   lasts (see [`ConnectLimit`]).
+    ///
+    /// At the defaults (10/s, burst 20, 5 strikes): 40 connects at once are 20 admitted
+    /// and 20 refused, and no strike; an address connecting 200 times a second is struck
+    /// within a fifth of a second and banned about 8 s later. With `connect_rate` 0 no
+    /// connect refusal ever strikes.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Admit {
         if self.is_exempt(ip) {
             return Admit::Allowed;
@@ -174,24 +195,25 @@ impl Abuse {
         }
         let limits = &self.limits;
         let record = self.records.entry(key).or_insert_with(|| Record::new(now));
-        let refusal =
-            if limits.max_conns_per_ip > 0 && record.conns as usize >= limits.max_conns_per_ip {
-                Admit::TooManyConnections
-            } else if !record
-                .connect
-                .take(limits.connect_rate, limits.connect_burst, now)
+        let verdict = record
+            .connect
+            .check(limits.connect_rate, limits.connect_burst, now);
+        let result = match verdict {
+            Verdict::Drop { strike: false } => Admit::TooFast,
+            Verdict::Drop { strike: true } => match self.strike_key(key, now) {
+                Some(remaining) => Admit::Banned { remaining },
+                None => Admit::TooFast,
+            },
+            Verdict::Pass
+                if limits.max_conns_per_ip > 0
+                    && record.conns as usize >= limits.max_conns_per_ip =>
             {
-                Admit::TooFast
-            } else {
+                Admit::TooManyConnections
+            }
+            Verdict::Pass => {
                 record.conns = record.conns.saturating_add(1);
                 Admit::Allowed
-            };
-        let result = match refusal {
-            Admit::Allowed => Admit::Allowed,
-            refusal => match self.strike_key(key, now) {
-                Some(remaining) => Admit::Banned { remaining },
-                None => refusal,
-            },
+            }
         };
         self.settle(key, now);
         result
@@ -391,7 +413,7 @@ impl Abuse {
             .strikes
             .clear_at(self.limits.strike_decay)
             .unwrap_or(now);
-        let idle_at = strikes_gone.max(record.connect.full_at());
+        let idle_at = strikes_gone.max(record.connect.idle_at());
         if idle_at <= now {
             if let Some(id) = record.cleanup.take() {
                 self.wheel.cancel(id);
@@ -531,7 +553,7 @@ mod tests {
         assert_eq!(a.admit(x, t0), Admit::Allowed);
         assert_eq!(a.admit(x, t0), Admit::Allowed);
         assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
-        assert_eq!(a.strikes(x, t0), 1, "a refusal earns a strike");
+        assert_eq!(a.strikes(x, t0), 0, "a refusal for the cap is no strike");
         assert_eq!(a.connections(x), 2);
         assert_eq!(
             a.admit(ip("203.0.113.6"), t0),
@@ -562,26 +584,114 @@ mod tests {
     }
 
     #[test]
-    fn refusals_that_reach_max_strikes_ban() {
+    fn a_restart_storm_within_twice_the_connect_burst_earns_no_strike() {
         let t0 = Instant::now();
         let c = ServerConfig {
-            max_conns_per_ip: 1,
+            max_strikes: 1,
+            ban_time: secs(60),
+            connect_rate: 10.0,
+            connect_burst: 20.0,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("198.51.100.20");
+        let storm: Vec<Admit> = (0..30).map(|_| a.admit(x, t0)).collect();
+        assert!(storm[..20].iter().all(|r| *r == Admit::Allowed));
+        assert!(storm[20..].iter().all(|r| *r == Admit::TooFast));
+        assert_eq!(a.strikes(x, t0), 0);
+        // The refused ten retry at once, and again: 20 refusals in the episode, free.
+        for _ in 0..10 {
+            assert_eq!(a.admit(x, t0 + Duration::from_millis(10)), Admit::TooFast);
+        }
+        assert_eq!(a.strikes(x, t0), 0);
+        // A second later ten tokens are back and the rest get in.
+        let t1 = t0 + secs(1);
+        assert!((0..10).all(|_| a.admit(x, t1) == Admit::Allowed));
+        assert_eq!(a.strikes(x, t1), 0);
+        assert_eq!(a.connections(x), 30);
+    }
+
+    #[test]
+    fn a_sustained_connect_flood_is_banned_with_default_flags() {
+        let t0 = Instant::now();
+        let c = ServerConfig::default();
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("198.51.100.30");
+        // 200 attempts a second; each admitted connection closes at once.
+        let mut banned_at = None;
+        for i in 0..4000u64 {
+            let now = t0 + Duration::from_millis(i * 5);
+            match a.admit(x, now) {
+                Admit::Allowed => a.release(x, now),
+                Admit::Banned { remaining } => {
+                    assert_eq!(remaining, c.ban_time);
+                    banned_at = Some(now - t0);
+                    break;
+                }
+                Admit::TooFast => {}
+                Admit::TooManyConnections => panic!("never more than one open"),
+            }
+        }
+        // Struck on the 21st refusal (within 250 ms), then once per 2 s refill time:
+        // the fifth strike bans a little over 8 s in.
+        let banned_at = banned_at.expect("a flood must be banned");
+        assert!(
+            banned_at >= secs(8) && banned_at < Duration::from_millis(8250),
+            "banned at {banned_at:?}"
+        );
+    }
+
+    #[test]
+    fn hammering_at_the_cap_runs_into_the_throttle_and_is_banned() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_conns_per_ip: 2,
             max_strikes: 2,
             ban_time: secs(60),
+            connect_rate: 10.0,
+            connect_burst: 20.0,
             ..config()
         };
         let mut a = Abuse::new(&c, t0);
         let x = ip("203.0.113.10");
         assert_eq!(a.admit(x, t0), Admit::Allowed);
-        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
-        assert_eq!(
-            a.admit(x, t0),
-            Admit::Banned {
-                remaining: secs(60)
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        // A client that retries now and then at the cap is refused but never struck.
+        for i in 1..=100u64 {
+            assert_eq!(a.admit(x, t0 + secs(i)), Admit::TooManyConnections);
+        }
+        assert_eq!(a.strikes(x, t0 + secs(100)), 0);
+        // One that hammers empties the connect bucket (20 tokens: refusals for the cap
+        // take them too), then has 20 free refusals, then strikes.
+        let t1 = t0 + secs(200);
+        let tries: Vec<Admit> = (0..40).map(|_| a.admit(x, t1)).collect();
+        assert!(tries[..20].iter().all(|r| *r == Admit::TooManyConnections));
+        assert!(tries[20..].iter().all(|r| *r == Admit::TooFast));
+        assert_eq!(a.strikes(x, t1), 0);
+        assert_eq!(a.admit(x, t1), Admit::TooFast);
+        assert_eq!(a.strikes(x, t1), 1);
+        // Still hammering, 100 times a second: the second strike comes one refill time
+        // (2 s) after the first, and bans.
+        let mut banned_at = None;
+        for i in 1..=300u64 {
+            let now = t1 + Duration::from_millis(i * 10);
+            match a.admit(x, now) {
+                Admit::Banned { remaining } => {
+                    assert_eq!(remaining, secs(60));
+                    banned_at = Some(now - t1);
+                    break;
+                }
+                r => assert!(matches!(r, Admit::TooFast | Admit::TooManyConnections)),
             }
+        }
+        // (An attempt that finds a token is refused for the cap instead, no strike.)
+        let banned_at = banned_at.expect("hammering must be banned");
+        assert!(
+            banned_at >= secs(2) && banned_at < Duration::from_millis(2100),
+            "banned at {banned_at:?}"
         );
-        // Its open connection is for the server to close.
-        assert_eq!(a.connections(x), 1);
+        // Its open connections are for the server to close.
+        assert_eq!(a.connections(x), 2);
     }
 
     #[test]
@@ -606,9 +716,11 @@ mod tests {
         assert_eq!(a.tracked_ips(), 0);
         assert_eq!(a.ban_count(), 0);
         a.release(lo, t0);
-        // Not exempt: limited as usual.
+        // Not exempt: limited as usual. One refusal is free (the burst is 1), the next
+        // strikes, and one strike bans.
         let x = ip("192.0.2.1");
         assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::TooFast);
         assert_eq!(
             a.admit(x, t0),
             Admit::Banned {
