@@ -1,17 +1,20 @@
-//! Per-IP abuse control (SPEC §5): connection counts, the connect-rate throttle,
-//! strikes, and the ban table with its own timer wheel.
+//! Per-IP abuse control, the defence against one address flooding the server with
+//! connections or messages: connection counts, the connect-rate throttle, the message
+//! rate of all an address's connections together, strikes, and the ban table with its
+//! own timer wheel.
 //!
 //! This module owns what is kept per address ([`IpKey`]: an IPv4 address or an IPv6
 //! /64) and when that state is dropped. It does not own connections: the server asks
 //! [`Abuse::admit`] before it takes one, calls [`Abuse::release`] when a counted one
-//! closes, keeps the per-connection message [`TokenBucket`] itself, and reports a
-//! message over that limit through [`Abuse::strike`]. Closing the connections of a
-//! banned address is also the server's job.
+//! closes, keeps each connection's own [`MessageLimit`], asks
+//! [`Abuse::take_message`] for every message that limit passed, and reports each drop
+//! whose [`Verdict`] carries a strike through [`Abuse::strike`]. Closing the
+//! connections of a banned address is also the server's job.
 //!
 //! Memory is bounded: a record lives only while its address has connections, strikes
-//! that have not worn off, or a connect bucket that is not full again (a cleanup timer
-//! drops it at that moment); bans leave at their deadline, actively, and the table is
-//! capped at `max_bans`.
+//! that have not worn off, or a connect or message bucket that is not full again (a
+//! cleanup timer drops it at that moment); bans leave at their deadline, actively, and
+//! the table is capped at `max_bans`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -21,7 +24,7 @@ use log::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::net::{Cidr, IpKey, Redacted};
-use crate::rate::{Strikes, TokenBucket};
+use crate::rate::{ConnectLimit, MessageLimit, Strikes, Verdict};
 use crate::timer::{TimerId, TimerWheel};
 
 /// Resolution of the abuse wheel. Firing is exact whatever the tick (see
@@ -45,17 +48,19 @@ pub enum Admit {
     /// Take it; it is counted until [`Abuse::release`].
     Allowed,
     /// The address is banned for `remaining` more. This may be the result of this very
-    /// attempt: a refusal for the cap or the rate earns a strike, which may be the one
-    /// that bans. Then the address may still have open connections
+    /// attempt: a refusal for the rate may earn a strike (see [`Abuse::admit`]), which
+    /// may be the one that bans. Then the address may still have open connections
     /// ([`Abuse::connections`] > 0) that the server should close as after a ban from
     /// [`Abuse::strike`].
     Banned {
         /// Time left on the ban.
         remaining: Duration,
     },
-    /// The address already has `max_conns_per_ip` connections (earns a strike).
+    /// The address already has `max_conns_per_ip` connections. Never a strike by
+    /// itself, but the attempt took a connect token.
     TooManyConnections,
-    /// The address opens connections faster than `connect_rate` (earns a strike).
+    /// The address opens connections faster than `connect_rate`; a strike only as
+    /// [`Abuse::admit`] describes.
     TooFast,
 }
 
@@ -69,6 +74,8 @@ struct Limits {
     max_conns_per_ip: usize,
     connect_rate: f64,
     connect_burst: f64,
+    ip_rate: f64,
+    ip_burst: f64,
     exempt: Vec<Cidr>,
     redact_ips: bool,
 }
@@ -79,19 +86,23 @@ struct Record {
     /// Counted connections open now.
     conns: u32,
     strikes: Strikes,
-    /// New-connection throttle.
-    connect: TokenBucket,
+    /// New-connection throttle, and which of its refusals earn a strike.
+    connect: ConnectLimit,
+    /// Messages of all the address's connections together. Kept after the last one
+    /// closes until the bucket is full again, so reconnecting does not refill it.
+    messages: MessageLimit,
     /// Pending cleanup, set only while `conns == 0`.
     cleanup: Option<TimerId>,
 }
 
 impl Record {
-    /// A fresh record: no connections, no strikes, a full connect bucket.
-    fn new(limits: &Limits, now: Instant) -> Record {
+    /// A fresh record: no connections, no strikes, full buckets.
+    fn new(now: Instant) -> Record {
         Record {
             conns: 0,
             strikes: Strikes::new(),
-            connect: TokenBucket::full(limits.connect_burst, now),
+            connect: ConnectLimit::new(now),
+            messages: MessageLimit::new(now),
             cleanup: None,
         }
     }
@@ -141,6 +152,8 @@ impl Abuse {
                 max_conns_per_ip: config.max_conns_per_ip,
                 connect_rate: config.connect_rate,
                 connect_burst: config.connect_burst,
+                ip_rate: config.ip_rate,
+                ip_burst: config.ip_burst,
                 exempt: config.exempt.clone(),
                 redact_ips: config.redact_ips,
             },
@@ -159,10 +172,28 @@ impl Abuse {
         self.limits.exempt.iter().any(|c| c.contains(ip))
     }
 
-    /// A new connection from `ip`: checks the ban, the per-IP connection cap, then the
-    /// connect-rate bucket, and counts the connection when it is allowed. A refusal for
-    /// the cap or the rate also earns the address a strike (which may ban it). Exempt
+    /// A new connection from `ip`: checks the ban, then the connect-rate throttle, then
+    /// the per-IP connection cap, and counts the connection when it is allowed. Exempt
     /// addresses are always allowed and not counted.
+    ///
+    /// **Which refusals earn a strike.** A restart storm (a NAT gateway or a client
+    /// host coming back, all its clients reconnecting at once) is bad luck, not abuse;
+    /// an address that keeps connecting faster than the throttle allows is abuse. So:
+    ///
+    /// - Every attempt that is not banned takes a token from the address's connect
+    ///   bucket (`connect_burst` tokens, refilled at `connect_rate` per second), even
+    ///   one then refused for the cap, so hammering at the cap runs into the throttle.
+    /// - [`Admit::TooManyConnections`] never earns a strike by itself.
+    /// - [`Admit::TooFast`] refusals are counted by episode of an empty connect bucket
+    ///   (an episode lasts until the bucket is full again). The first `connect_burst`
+    ///   refusals of an episode are free; the next one earns a strike, and after that
+    ///   one more per refill time (`connect_burst / connect_rate`) while the episode
+    ///   lasts (see [`ConnectLimit`]).
+    ///
+    /// At the defaults (10/s, burst 20, 5 strikes): 40 connects at once are 20 admitted
+    /// and 20 refused, and no strike; an address connecting 200 times a second is struck
+    /// within a fifth of a second and banned about 8 s later. With `connect_rate` 0 no
+    /// connect refusal ever strikes.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Admit {
         if self.is_exempt(ip) {
             return Admit::Allowed;
@@ -172,28 +203,26 @@ impl Abuse {
             return Admit::Banned { remaining };
         }
         let limits = &self.limits;
-        let record = self
-            .records
-            .entry(key)
-            .or_insert_with(|| Record::new(limits, now));
-        let refusal =
-            if limits.max_conns_per_ip > 0 && record.conns as usize >= limits.max_conns_per_ip {
-                Admit::TooManyConnections
-            } else if !record
-                .connect
-                .take(limits.connect_rate, limits.connect_burst, now)
+        let record = self.records.entry(key).or_insert_with(|| Record::new(now));
+        let verdict = record
+            .connect
+            .check(limits.connect_rate, limits.connect_burst, now);
+        let result = match verdict {
+            Verdict::Drop { strike: false } => Admit::TooFast,
+            Verdict::Drop { strike: true } => match self.strike_key(key, now) {
+                Some(remaining) => Admit::Banned { remaining },
+                None => Admit::TooFast,
+            },
+            Verdict::Pass
+                if limits.max_conns_per_ip > 0
+                    && record.conns as usize >= limits.max_conns_per_ip =>
             {
-                Admit::TooFast
-            } else {
+                Admit::TooManyConnections
+            }
+            Verdict::Pass => {
                 record.conns = record.conns.saturating_add(1);
                 Admit::Allowed
-            };
-        let result = match refusal {
-            Admit::Allowed => Admit::Allowed,
-            refusal => match self.strike_key(key, now) {
-                Some(remaining) => Admit::Banned { remaining },
-                None => refusal,
-            },
+            }
         };
         self.settle(key, now);
         result
@@ -211,9 +240,37 @@ impl Abuse {
         }
     }
 
-    /// One strike for `ip` (a message over its rate limit). Returns the ban duration if
-    /// this strike banned the address; the server then closes its connections. An
-    /// address already banned, or exempt, is not struck.
+    /// One message from `ip`, against the message rate of all the address's connections
+    /// together (`ip_rate` per second, burst `ip_burst`), so that many connections of
+    /// one address cannot do what one may not.
+    ///
+    /// Ask only for a message that its connection's own [`MessageLimit`] passed: a line
+    /// the connection drops itself must not use up tokens its neighbours share. A
+    /// [`Verdict::Drop`] drops the message; its `strike` follows the episode rule of
+    /// [`MessageLimit`] (the first drop while the address's bucket is empty, then one
+    /// per refill time `ip_burst / ip_rate`), and the caller reports it through
+    /// [`Abuse::strike`]. Exempt addresses and `ip_rate` 0 always pass.
+    pub fn take_message(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+        let (rate, burst) = (self.limits.ip_rate, self.limits.ip_burst);
+        if !(rate > 0.0 && rate.is_finite()) || self.is_exempt(ip) {
+            return Verdict::Pass;
+        }
+        let key = IpKey::of(ip);
+        let record = self.records.entry(key).or_insert_with(|| Record::new(now));
+        let verdict = record.messages.check(rate, burst, now);
+        if record.conns == 0 {
+            // Not a counted connection's message (the server counts every one it
+            // admits), but the record must still leave on time.
+            self.settle(key, now);
+        }
+        verdict
+    }
+
+    /// One strike for `ip`: a dropped message whose [`Verdict`] (from a connection's
+    /// [`MessageLimit`] or from [`Abuse::take_message`]) says it earns one; connect
+    /// refusals are struck inside [`Abuse::admit`]. Returns the ban duration if this
+    /// strike banned the address; the server then closes its connections. An address
+    /// already banned, or exempt, is not struck.
     pub fn strike(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
         if self.is_exempt(ip) {
             return None;
@@ -292,7 +349,8 @@ impl Abuse {
         self.bans.len()
     }
 
-    /// Addresses with a record (connections, strikes, or a connect bucket refilling).
+    /// Addresses with a record (connections, strikes, or a connect or message bucket
+    /// refilling).
     pub fn tracked_ips(&self) -> usize {
         self.records.len()
     }
@@ -322,10 +380,7 @@ impl Abuse {
         }
         let enabled = self.bans_enabled();
         let limits = &self.limits;
-        let record = self
-            .records
-            .entry(key)
-            .or_insert_with(|| Record::new(limits, now));
+        let record = self.records.entry(key).or_insert_with(|| Record::new(now));
         let count = record.strikes.add(now, limits.strike_decay);
         if !enabled || count < limits.max_strikes {
             return None;
@@ -396,7 +451,9 @@ impl Abuse {
             .strikes
             .clear_at(self.limits.strike_decay)
             .unwrap_or(now);
-        let idle_at = strikes_gone.max(record.connect.full_at());
+        let idle_at = strikes_gone
+            .max(record.connect.idle_at())
+            .max(record.messages.idle_at());
         if idle_at <= now {
             if let Some(id) = record.cleanup.take() {
                 self.wheel.cancel(id);
@@ -536,7 +593,7 @@ mod tests {
         assert_eq!(a.admit(x, t0), Admit::Allowed);
         assert_eq!(a.admit(x, t0), Admit::Allowed);
         assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
-        assert_eq!(a.strikes(x, t0), 1, "a refusal earns a strike");
+        assert_eq!(a.strikes(x, t0), 0, "a refusal for the cap is no strike");
         assert_eq!(a.connections(x), 2);
         assert_eq!(
             a.admit(ip("203.0.113.6"), t0),
@@ -567,26 +624,286 @@ mod tests {
     }
 
     #[test]
-    fn refusals_that_reach_max_strikes_ban() {
+    fn a_restart_storm_within_twice_the_connect_burst_earns_no_strike() {
         let t0 = Instant::now();
         let c = ServerConfig {
-            max_conns_per_ip: 1,
+            max_strikes: 1,
+            ban_time: secs(60),
+            connect_rate: 10.0,
+            connect_burst: 20.0,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("198.51.100.20");
+        let storm: Vec<Admit> = (0..30).map(|_| a.admit(x, t0)).collect();
+        assert!(storm[..20].iter().all(|r| *r == Admit::Allowed));
+        assert!(storm[20..].iter().all(|r| *r == Admit::TooFast));
+        assert_eq!(a.strikes(x, t0), 0);
+        // The refused ten retry at once, and again: 20 refusals in the episode, free.
+        for _ in 0..10 {
+            assert_eq!(a.admit(x, t0 + Duration::from_millis(10)), Admit::TooFast);
+        }
+        assert_eq!(a.strikes(x, t0), 0);
+        // A second later ten tokens are back and the rest get in.
+        let t1 = t0 + secs(1);
+        assert!((0..10).all(|_| a.admit(x, t1) == Admit::Allowed));
+        assert_eq!(a.strikes(x, t1), 0);
+        assert_eq!(a.connections(x), 30);
+    }
+
+    #[test]
+    fn a_sustained_connect_flood_is_banned_with_default_flags() {
+        let t0 = Instant::now();
+        let c = ServerConfig::default();
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("198.51.100.30");
+        // 200 attempts a second; each admitted connection closes at once.
+        let mut banned_at = None;
+        for i in 0..4000u64 {
+            let now = t0 + Duration::from_millis(i * 5);
+            match a.admit(x, now) {
+                Admit::Allowed => a.release(x, now),
+                Admit::Banned { remaining } => {
+                    assert_eq!(remaining, c.ban_time);
+                    banned_at = Some(now - t0);
+                    break;
+                }
+                Admit::TooFast => {}
+                Admit::TooManyConnections => panic!("never more than one open"),
+            }
+        }
+        // Struck on the 21st refusal (within 250 ms), then once per 2 s refill time:
+        // the fifth strike bans a little over 8 s in.
+        let banned_at = banned_at.expect("a flood must be banned");
+        assert!(
+            banned_at >= secs(8) && banned_at < Duration::from_millis(8250),
+            "banned at {banned_at:?}"
+        );
+    }
+
+    #[test]
+    fn hammering_at_the_cap_runs_into_the_throttle_and_is_banned() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            max_conns_per_ip: 2,
             max_strikes: 2,
             ban_time: secs(60),
+            connect_rate: 10.0,
+            connect_burst: 20.0,
             ..config()
         };
         let mut a = Abuse::new(&c, t0);
         let x = ip("203.0.113.10");
         assert_eq!(a.admit(x, t0), Admit::Allowed);
-        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
-        assert_eq!(
-            a.admit(x, t0),
-            Admit::Banned {
-                remaining: secs(60)
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        // A client that retries now and then at the cap is refused but never struck.
+        for i in 1..=100u64 {
+            assert_eq!(a.admit(x, t0 + secs(i)), Admit::TooManyConnections);
+        }
+        assert_eq!(a.strikes(x, t0 + secs(100)), 0);
+        // One that hammers empties the connect bucket (20 tokens: refusals for the cap
+        // take them too), then has 20 free refusals, then strikes.
+        let t1 = t0 + secs(200);
+        let tries: Vec<Admit> = (0..40).map(|_| a.admit(x, t1)).collect();
+        assert!(tries[..20].iter().all(|r| *r == Admit::TooManyConnections));
+        assert!(tries[20..].iter().all(|r| *r == Admit::TooFast));
+        assert_eq!(a.strikes(x, t1), 0);
+        assert_eq!(a.admit(x, t1), Admit::TooFast);
+        assert_eq!(a.strikes(x, t1), 1);
+        // Still hammering, 100 times a second: the second strike comes one refill time
+        // (2 s) after the first, and bans.
+        let mut banned_at = None;
+        for i in 1..=300u64 {
+            let now = t1 + Duration::from_millis(i * 10);
+            match a.admit(x, now) {
+                Admit::Banned { remaining } => {
+                    assert_eq!(remaining, secs(60));
+                    banned_at = Some(now - t1);
+                    break;
+                }
+                r => assert!(matches!(r, Admit::TooFast | Admit::TooManyConnections)),
             }
+        }
+        // (An attempt that finds a token is refused for the cap instead, no strike.)
+        let banned_at = banned_at.expect("hammering must be banned");
+        assert!(
+            banned_at >= secs(2) && banned_at < Duration::from_millis(2100),
+            "banned at {banned_at:?}"
         );
-        // Its open connection is for the server to close.
-        assert_eq!(a.connections(x), 1);
+        // Its open connections are for the server to close.
+        assert_eq!(a.connections(x), 2);
+    }
+
+    /// Sends `n` messages from `ip` at `now` through the address's limit only;
+    /// returns (drops, strikes).
+    fn send(a: &mut Abuse, ip: IpAddr, n: usize, now: Instant) -> (usize, usize) {
+        let mut drops = 0;
+        let mut strikes = 0;
+        for _ in 0..n {
+            if let Verdict::Drop { strike } = a.take_message(ip, now) {
+                drops += 1;
+                strikes += usize::from(strike);
+            }
+        }
+        (drops, strikes)
+    }
+
+    #[test]
+    fn per_ip_message_rate_is_shared_by_all_connections_of_the_address() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            ip_rate: 20.0,
+            ip_burst: 40.0,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let (x, y) = (ip("192.0.2.60"), ip("192.0.2.61"));
+        for _ in 0..4 {
+            assert_eq!(a.admit(x, t0), Admit::Allowed);
+        }
+        // Four connections, ten lines each: the burst of 40 is for all of them.
+        assert_eq!(send(&mut a, x, 40, t0), (0, 0));
+        assert_eq!(a.take_message(x, t0), Verdict::Drop { strike: true });
+        assert_eq!(send(&mut a, x, 10, t0), (10, 0));
+        // Another address has its own.
+        assert_eq!(a.admit(y, t0), Admit::Allowed);
+        assert_eq!(send(&mut a, y, 40, t0), (0, 0));
+        // 20 a second: five tokens in 250 ms.
+        let t1 = t0 + Duration::from_millis(250);
+        assert_eq!(send(&mut a, x, 6, t1), (1, 0));
+    }
+
+    #[test]
+    fn many_connections_within_their_own_rate_are_banned_by_the_address_rate() {
+        let t0 = Instant::now();
+        // Defaults, but the 64 connects at once are not what this test is about.
+        let c = ServerConfig {
+            connect_rate: 0.0,
+            ..ServerConfig::default()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("198.51.100.40");
+        let mut conns: Vec<MessageLimit> = (0..64)
+            .map(|_| {
+                assert_eq!(a.admit(x, t0), Admit::Allowed);
+                MessageLimit::new(t0)
+            })
+            .collect();
+        // Each sends four lines a second, under its own 5/s: 256 a second together,
+        // against the address's 20. The server's order: the connection's limit, then
+        // the address's, and a strike when a verdict says so.
+        let mut banned_at = None;
+        'run: for tick in 0..1000u64 {
+            let now = t0 + Duration::from_millis(tick * 250);
+            for m in &mut conns {
+                let verdict = match m.check(c.rate, c.burst, now) {
+                    Verdict::Pass => a.take_message(x, now),
+                    drop => panic!("a connection within its rate was dropped: {drop:?}"),
+                };
+                if verdict == (Verdict::Drop { strike: true }) && a.strike(x, now).is_some() {
+                    banned_at = Some(now - t0);
+                    break 'run;
+                }
+            }
+        }
+        // First strike at once, then one per refill time (40 / 20/s = 2 s).
+        assert_eq!(banned_at, Some(secs(8)));
+    }
+
+    #[test]
+    fn a_paste_behind_a_nat_costs_one_strike_and_the_neighbour_talks_on() {
+        let t0 = Instant::now();
+        let c = ServerConfig::default();
+        let mut a = Abuse::new(&c, t0);
+        let nat = ip("203.0.113.80");
+        assert_eq!(a.admit(nat, t0), Admit::Allowed);
+        assert_eq!(a.admit(nat, t0), Admit::Allowed);
+        let mut paster = MessageLimit::new(t0);
+        let mut quiet = MessageLimit::new(t0);
+        let line = |m: &mut MessageLimit, a: &mut Abuse, now: Instant| -> bool {
+            let verdict = match m.check(c.rate, c.burst, now) {
+                Verdict::Pass => a.take_message(nat, now),
+                drop => drop,
+            };
+            if let Verdict::Drop { strike } = verdict {
+                if strike {
+                    assert_eq!(a.strike(nat, now), None, "banned");
+                }
+                return false;
+            }
+            true
+        };
+        // A paste of 15 lines: ten pass, five drop, one strike.
+        let passed = (0..15).filter(|_| line(&mut paster, &mut a, t0)).count();
+        assert_eq!(passed, 10);
+        assert_eq!(a.strikes(nat, t0), 1);
+        // The neighbour, one line a second for a minute: every one passes.
+        for i in 0..60 {
+            assert!(line(&mut quiet, &mut a, t0 + secs(i)));
+        }
+        assert_eq!(a.strikes(nat, t0 + secs(29)), 1);
+        assert_eq!(a.strikes(nat, t0 + secs(30)), 0, "worn off");
+        assert_eq!(a.is_banned(nat, t0 + secs(60)), None);
+    }
+
+    #[test]
+    fn the_address_message_bucket_outlives_a_reconnect_then_leaves() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            ip_rate: 20.0,
+            ip_burst: 40.0,
+            // Strikes would keep the record too; this test is about the bucket.
+            strike_decay: Duration::ZERO,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        let x = ip("192.0.2.70");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(send(&mut a, x, 40, t0), (0, 0));
+        a.release(x, t0);
+        // No connection, no strike, but the bucket is refilling: the record stays.
+        assert_eq!(a.tracked_ips(), 1);
+        assert_eq!(a.next_deadline(), Some(t0 + secs(2)));
+        // Reconnecting half a second later finds 10 tokens, not a fresh 40.
+        let t1 = t0 + Duration::from_millis(500);
+        a.expire(t1);
+        assert_eq!(a.admit(x, t1), Admit::Allowed);
+        assert_eq!(send(&mut a, x, 20, t1), (10, 1));
+        a.release(x, t1);
+        // Those ten tokens are back 2.5 s in; not an instant earlier.
+        let full = t0 + Duration::from_millis(2500);
+        a.expire(full - Duration::from_nanos(1));
+        assert_eq!(a.tracked_ips(), 1);
+        a.expire(full);
+        assert_eq!(a.tracked_ips(), 0);
+        assert_eq!(a.next_deadline(), None);
+        // A message from an address with no counted connection leaves no record behind.
+        let y = ip("192.0.2.71");
+        assert_eq!(a.take_message(y, full), Verdict::Pass);
+        assert_eq!(a.next_deadline(), Some(full + Duration::from_millis(50)));
+        a.expire(full + Duration::from_millis(50));
+        assert_eq!(a.tracked_ips(), 0);
+    }
+
+    #[test]
+    fn exempt_or_unlimited_addresses_always_pass_and_keep_no_record() {
+        let t0 = Instant::now();
+        let c = ServerConfig {
+            ip_rate: 1.0,
+            ip_burst: 1.0,
+            exempt: vec!["127.0.0.0/8".parse().unwrap()],
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        assert_eq!(send(&mut a, ip("127.0.0.9"), 1000, t0), (0, 0));
+        assert_eq!(a.tracked_ips(), 0);
+        let c = ServerConfig {
+            ip_rate: 0.0,
+            ..config()
+        };
+        let mut a = Abuse::new(&c, t0);
+        assert_eq!(send(&mut a, ip("192.0.2.80"), 1000, t0), (0, 0));
+        assert_eq!(a.tracked_ips(), 0);
     }
 
     #[test]
@@ -611,9 +928,11 @@ mod tests {
         assert_eq!(a.tracked_ips(), 0);
         assert_eq!(a.ban_count(), 0);
         a.release(lo, t0);
-        // Not exempt: limited as usual.
+        // Not exempt: limited as usual. One refusal is free (the burst is 1), the next
+        // strikes, and one strike bans.
         let x = ip("192.0.2.1");
         assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::TooFast);
         assert_eq!(
             a.admit(x, t0),
             Admit::Banned {
