@@ -19,7 +19,7 @@ use mio::{Interest, Registry, Token};
 use crate::codec::{self, Command, Dialect, LineReader, ParseError, TelnetFilter};
 use crate::hub::ConnId;
 use crate::outq::{BufferPool, OutQueue, Written};
-use crate::rate::TokenBucket;
+use crate::rate::{MessageLimit, TokenBucket};
 use crate::timer::TimerId;
 
 /// Where a connection is in its life.
@@ -180,8 +180,8 @@ pub struct Conn {
     /// Input read but not parsed yet: what the line budget cut off. Unallocated
     /// unless a turn's budget ran out in the middle of a read.
     held: Vec<u8>,
-    /// Message rate limit.
-    bucket: TokenBucket,
+    /// Message rate limit, with its strike episodes.
+    limit: MessageLimit,
     /// Private messages this connection receives, from all senders together.
     inbound: TokenBucket,
     /// When the last bytes arrived (for the idle timeout).
@@ -218,8 +218,8 @@ impl Conn {
             close_queued: false,
             ready_queued: false,
             held: Vec::new(),
-            bucket: TokenBucket::full(0.0, now),
-            inbound: TokenBucket::full(0.0, now),
+            limit: MessageLimit::new(now),
+            inbound: TokenBucket::new(now),
             last_active: now,
             eviction: None,
             out: OutQueue::default(),
@@ -276,9 +276,9 @@ impl Conn {
         self.eviction
     }
 
-    /// The message token bucket.
-    pub fn bucket_mut(&mut self) -> &mut TokenBucket {
-        &mut self.bucket
+    /// The message rate limit.
+    pub fn limit_mut(&mut self) -> &mut MessageLimit {
+        &mut self.limit
     }
 
     /// The bucket of private messages this connection receives.

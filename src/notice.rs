@@ -76,6 +76,11 @@ pub enum Notice<'a> {
         /// `--rate`, messages per second.
         rate: f64,
     },
+    /// A line over the address's message rate (`--ip-rate`, all its connections).
+    AddressRateLimited {
+        /// `--ip-rate`, messages per second.
+        rate: f64,
+    },
     /// A private message to a recipient over `--msg-in-rate`.
     ReceivingTooFast(&'a str),
     /// Over the client cap; the connection is closed.
@@ -121,6 +126,7 @@ impl Notice<'_> {
             | Notice::NoSuchUser(_)
             | Notice::EmptyMessage
             | Notice::RateLimited { .. }
+            | Notice::AddressRateLimited { .. }
             | Notice::ReceivingTooFast(_)
             | Notice::ServerFull
             | Notice::Banned { .. }
@@ -174,6 +180,10 @@ impl fmt::Display for Notice<'_> {
                     "rate limit exceeded ({rate} messages/s), message dropped"
                 )
             }
+            Notice::AddressRateLimited { rate } => write!(
+                f,
+                "rate limit of your address exceeded ({rate} messages/s), message dropped"
+            ),
             Notice::ReceivingTooFast(name) => {
                 write!(f, "{name} is receiving too fast, message dropped")
             }
@@ -222,6 +232,7 @@ mod tests {
             Notice::NoSuchUser("<name>"),
             Notice::EmptyMessage,
             Notice::RateLimited { rate: 5.0 },
+            Notice::AddressRateLimited { rate: 20.0 },
             Notice::ReceivingTooFast("<name>"),
             Notice::ServerFull,
             Notice::Banned { seconds: 600 },
@@ -253,6 +264,7 @@ mod tests {
             | Notice::NoSuchUser(_)
             | Notice::EmptyMessage
             | Notice::RateLimited { .. }
+            | Notice::AddressRateLimited { .. }
             | Notice::ReceivingTooFast(_)
             | Notice::ServerFull
             | Notice::Banned { .. }

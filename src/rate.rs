@@ -33,13 +33,6 @@ impl TokenBucket {
         TokenBucket { full_at: now }
     }
 
-    /// The same as [`TokenBucket::new`]: `burst` is ignored. Kept only so that callers
-    /// written against it build until they move to `new` (or to [`MessageLimit`]).
-    pub fn full(burst: f64, now: Instant) -> Self {
-        let _ = burst;
-        TokenBucket::new(now)
-    }
-
     /// Refills at `rate` per second up to `burst`, then takes one token if there is
     /// one. `rate <= 0` (or not finite) means unlimited: always true, nothing changes.
     /// A `burst` below 1 counts as 1, or nothing could ever pass.

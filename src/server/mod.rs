@@ -28,6 +28,7 @@ use crate::conn::{Conn, ReadOutcome, State};
 use crate::hub::{ConnId, Hub, Next, Outbox};
 use crate::net::{IpKey, Redacted};
 use crate::notice::Notice;
+use crate::rate::Verdict;
 use crate::timer::TimerWheel;
 
 mod accept;
@@ -435,29 +436,46 @@ impl Server {
         }
     }
 
-    /// Takes one message token from `id` (its own bucket, and its address's). Without
-    /// one, the line is dropped: the sender is told when `reply` is set, and its
-    /// address earns a strike, which may ban it. Returns whether the line may go on.
+    /// Takes one message token from `id`: from its own limit, then from its
+    /// address's (checked in that order, so a connection's dropped lines do not use up
+    /// tokens its neighbours share). Without one, the line is dropped and the sender
+    /// told when `reply` is set; the first drop of an episode earns the address a
+    /// strike (see [`crate::rate::MessageLimit`]), which may ban it. Returns whether
+    /// the line may go on.
     fn take_token(&mut self, id: ConnId, reply: bool, now: Instant) -> bool {
         let Some(conn) = self.conns.get_mut(id) else {
             return false;
         };
         let ip = conn.peer().ip();
-        if self.abuse.is_exempt(ip)
-            || conn
-                .bucket_mut()
-                .take(self.config.rate, self.config.burst, now)
-        {
+        if self.abuse.is_exempt(ip) {
             return true;
         }
+        let (verdict, notice) =
+            match conn
+                .limit_mut()
+                .check(self.config.rate, self.config.burst, now)
+            {
+                Verdict::Pass => (
+                    self.abuse.take_message(ip, now),
+                    Notice::AddressRateLimited {
+                        rate: self.config.ip_rate,
+                    },
+                ),
+                drop => (
+                    drop,
+                    Notice::RateLimited {
+                        rate: self.config.rate,
+                    },
+                ),
+            };
+        let Verdict::Drop { strike } = verdict else {
+            return true;
+        };
         self.conns.stats.rate_limited += 1;
-        match self.abuse.strike(ip, now) {
-            Some(ban) => self.ban(IpKey::of(ip), ban, now),
-            None if reply => {
-                let rate = self.config.rate;
-                self.conns.notice(id, Notice::RateLimited { rate });
-            }
-            None => {}
+        if strike && let Some(ban) = self.abuse.strike(ip, now) {
+            self.ban(IpKey::of(ip), ban, now);
+        } else if reply {
+            self.conns.notice(id, notice);
         }
         false
     }
