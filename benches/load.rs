@@ -10,13 +10,20 @@
 //!
 //! Scenarios: `idle` (as many joined connections as the open-files limit allows, server
 //! memory per connection), `fanout` (1 room x 1 000 clients, 10 senders x 100 msg/s),
-//! `rooms` (10 000 clients in 100 rooms), `stalled` (fanout plus one client that never
-//! reads and must be evicted), `storm` (10 000 connects + joins, timed).
+//! `hostile` (fanout, plus an endless-line blaster and a private-message flood at a
+//! victim, from addresses under the default abuse limits), `rooms` (10 000 clients in
+//! 100 rooms), `stalled` (fanout plus one client that never reads and must be evicted),
+//! `storm` (10 000 connects + joins, timed).
 //!
 //! Under `cargo test --benches` (no `--bench` flag) it only lists the scenarios.
 
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use loopchat::bench::server_proc::{SpawnedServer, writes_per_delivery};
 use loopchat::bench::{BenchConfig, Report, run_bench};
@@ -30,6 +37,8 @@ struct Scenario {
     /// Extra `loopchat server` flags.
     server_args: &'static [&'static str],
     configure: fn(&mut BenchConfig, nofile: u64),
+    /// Attackers to run beside the load, if any.
+    attack: bool,
 }
 
 /// Server flags of the fan-out and stalled scenarios, the same for both so their
@@ -37,6 +46,30 @@ struct Scenario {
 /// about 4 MiB on loopback before the server's own queue even starts to grow; a 64 KiB
 /// send buffer and a 256 KiB output cap get a stuck reader evicted within seconds.
 const FANOUT_SERVER_ARGS: &[&str] = &["--send-buffer", "65536", "--max-output", "262144"];
+
+/// The hostile scenario's server: the fan-out flags, then the default abuse limits put
+/// back (the spawned server starts with them lifted) for everyone but the harness's own
+/// source addresses (127.0.0.1-16), which are exempt so the load itself is not limited.
+const HOSTILE_SERVER_ARGS: &[&str] = &[
+    "--send-buffer",
+    "65536",
+    "--max-output",
+    "262144",
+    "--rate",
+    "5",
+    "--connect-rate",
+    "10",
+    "--max-conns-per-ip",
+    "64",
+    "--max-strikes",
+    "5",
+    "--ip-rate",
+    "20",
+    "--msg-in-rate",
+    "10",
+    "--exempt",
+    "127.0.0.0/27",
+];
 
 /// The fan-out load, also the base of the stalled scenario.
 fn fanout(c: &mut BenchConfig, _nofile: u64) {
@@ -47,7 +80,7 @@ fn fanout(c: &mut BenchConfig, _nofile: u64) {
     c.duration = Duration::from_secs(10);
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "idle",
         what: "joined connections up to the fd limit, held 3 s",
@@ -62,12 +95,21 @@ const SCENARIOS: [Scenario; 5] = [
             c.idle = Duration::from_secs(3);
             c.phase_timeout = Duration::from_secs(120);
         },
+        attack: false,
     },
     Scenario {
         name: "fanout",
         what: "1 room x 1000 clients, 10 senders x 100 msg/s, 10 s",
         server_args: FANOUT_SERVER_ARGS,
         configure: fanout,
+        attack: false,
+    },
+    Scenario {
+        name: "hostile",
+        what: "fanout, plus an endless-line blaster and a PM flood at a victim (default limits)",
+        server_args: HOSTILE_SERVER_ARGS,
+        configure: fanout,
+        attack: true,
     },
     Scenario {
         name: "rooms",
@@ -80,6 +122,7 @@ const SCENARIOS: [Scenario; 5] = [
             c.rate = 10.0;
             c.duration = Duration::from_secs(5);
         },
+        attack: false,
     },
     Scenario {
         name: "stalled",
@@ -89,6 +132,7 @@ const SCENARIOS: [Scenario; 5] = [
             fanout(c, nofile);
             c.stalled = 1;
         },
+        attack: false,
     },
     Scenario {
         name: "storm",
@@ -101,6 +145,7 @@ const SCENARIOS: [Scenario; 5] = [
             c.duration = Duration::ZERO;
             c.concurrency = 1024;
         },
+        attack: false,
     },
 ];
 
@@ -176,13 +221,181 @@ fn run_scenario(s: &Scenario, nofile: u64) -> Result<(Report, Option<f64>), Stri
     let mut config = BenchConfig::new(server.addr());
     config.server_pid = Some(server.pid());
     (s.configure)(&mut config, nofile);
+    let attack = s.attack.then(|| Attack::start(server.addr()));
     let report = run_bench(&config);
+    let attack = attack.map(Attack::stop);
     server.stop(Duration::from_secs(5));
-    let writes = std::fs::read_to_string(&log)
-        .ok()
-        .and_then(|l| writes_per_delivery(&l));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let writes = writes_per_delivery(&log_text);
     let _ = std::fs::remove_file(&log);
+    if let Some(a) = attack {
+        let evictions: Vec<&str> = log_text
+            .lines()
+            .filter(|l| l.contains("evicted #"))
+            .collect();
+        println!(
+            "  attack        blaster sent {} MiB in {:.1} s before the server closed it ({}); \
+             victim received {} KiB and {}; {} PM senders refused with \"receiving too fast\"",
+            a.blasted >> 20,
+            a.blaster_secs,
+            a.blaster_end,
+            a.victim_bytes >> 10,
+            if a.victim_evicted {
+                "was CLOSED"
+            } else {
+                "stayed connected"
+            },
+            a.refused_senders,
+        );
+        println!("  evictions     {} in the server log", evictions.len());
+        for e in evictions.iter().take(5) {
+            println!("    {e}");
+        }
+    }
     report.map(|r| (r, writes))
+}
+
+/// The hostile scenario's attackers, on threads of their own: one client blasting an
+/// endless line without a newline, and eight clients (one address each) bursting
+/// 4000-byte private messages at a victim that reads as fast as it can. All from
+/// addresses outside the harness's, so the default abuse limits apply to them. Every
+/// loop stops at the stop flag or when the server closes its socket.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    blaster: JoinHandle<(u64, f64, String)>,
+    victim: JoinHandle<(u64, bool)>,
+    flooders: Vec<JoinHandle<bool>>,
+}
+
+/// What the attackers saw.
+struct AttackResult {
+    blasted: u64,
+    blaster_secs: f64,
+    blaster_end: String,
+    victim_bytes: u64,
+    victim_evicted: bool,
+    refused_senders: usize,
+}
+
+/// Connects from `src` to `addr` and takes `name`.
+fn attacker(addr: SocketAddr, src: [u8; 4], name: &str) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SockAddr::from(SocketAddr::new(IpAddr::from(src), 0)))?;
+    socket.connect(&SockAddr::from(addr))?;
+    let mut stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(format!("JOIN:{name}\n").as_bytes())?;
+    Ok(stream)
+}
+
+impl Attack {
+    fn start(addr: SocketAddr) -> Attack {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let blaster = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let end = match attacker(addr, [127, 0, 1, 1], "blaster") {
+                Err(e) => format!("could not connect: {e}"),
+                Ok(mut s) => {
+                    let chunk = vec![b'x'; 64 * 1024];
+                    loop {
+                        if flag.load(Ordering::Relaxed) {
+                            break "still open at the end".to_string();
+                        }
+                        match s.write(&chunk) {
+                            Ok(n) => sent += n as u64,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(e) => break format!("{e}"),
+                        }
+                    }
+                }
+            };
+            (sent, start.elapsed().as_secs_f64(), end)
+        });
+        let flag = Arc::clone(&stop);
+        let victim = std::thread::spawn(move || {
+            let Ok(mut s) = attacker(addr, [127, 0, 2, 1], "victim") else {
+                return (0, true);
+            };
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => return (got, true),
+                    Ok(n) => got += n as u64,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return (got, true),
+                }
+            }
+            (got, false)
+        });
+        // Let the victim take its name before the flood aims at it.
+        std::thread::sleep(Duration::from_millis(200));
+        let flooders = (1..=8u8)
+            .map(|i| {
+                let flag = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let Ok(mut s) = attacker(addr, [127, 0, 3, i], &format!("flood{i}")) else {
+                        return false;
+                    };
+                    let mut line = b"MSG:victim:".to_vec();
+                    line.extend(std::iter::repeat_n(b'p', 4000));
+                    line.push(b'\n');
+                    let burst = line.repeat(10);
+                    let mut refused = false;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while !flag.load(Ordering::Relaxed) {
+                        if s.write_all(&burst).is_err() {
+                            break;
+                        }
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                refused |= buf[..n].windows(18).any(|w| w == b"receiving too fast");
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        Attack {
+            stop,
+            blaster,
+            victim,
+            flooders,
+        }
+    }
+
+    fn stop(self) -> AttackResult {
+        self.stop.store(true, Ordering::Relaxed);
+        let (blasted, blaster_secs, blaster_end) =
+            self.blaster.join().unwrap_or((0, 0.0, "panicked".into()));
+        let (victim_bytes, victim_evicted) = self.victim.join().unwrap_or((0, true));
+        let refused_senders = self
+            .flooders
+            .into_iter()
+            .filter_map(|f| f.join().ok())
+            .filter(|&r| r)
+            .count();
+        AttackResult {
+            blasted,
+            blaster_secs,
+            blaster_end,
+            victim_bytes,
+            victim_evicted,
+            refused_senders,
+        }
+    }
 }
 
 fn row(s: &Scenario, r: &Report, writes: Option<f64>) -> String {

@@ -117,7 +117,8 @@ pub struct SpawnedServer {
 }
 
 impl SpawnedServer {
-    /// Starts `exe server 127.0.0.1:<free port>` with the abuse limits lifted, a summary
+    /// Starts `exe server 127.0.0.1:<free port>` with the abuse limits lifted (but for
+    /// those `extra` sets itself), a summary
     /// line every second (unless `extra` sets `--summary-interval`), plus `extra` flags,
     /// and waits (at most 10 s) until it accepts connections. Its log goes to `log` if
     /// given, else is discarded.
@@ -133,10 +134,15 @@ impl SpawnedServer {
         } else {
             &["--summary-interval", "1s"]
         };
+        // A limit that `extra` sets again is left to `extra` (a flag may appear once).
+        let lifted = LIFT_LIMITS
+            .chunks(2)
+            .filter(|pair| !extra.iter().any(|a| a == pair[0]))
+            .flatten();
         let child = Command::new(exe)
             .arg("server")
             .arg(addr.to_string())
-            .args(LIFT_LIMITS)
+            .args(lifted)
             .args(summary)
             .args(extra)
             .stdin(Stdio::null())

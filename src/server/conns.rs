@@ -65,8 +65,12 @@ pub(super) struct Conns {
     /// Generation for the next connection; wraps after 2^32 connections, and only an
     /// answer that old for exactly the same slot could then be confused.
     next_generation: u32,
-    /// Connections with output queued; flushed before the loop sleeps.
+    /// Connections with output queued; flushed before the loop sleeps. The first
+    /// `held` of them were held back by `--coalesce` at the last pass, until
+    /// `held_until` at the earliest; the rest were listed since.
     flush_list: Vec<ConnId>,
+    held: usize,
+    held_until: Option<Instant>,
     /// Connections to close or drain at the next safe point.
     close_list: Vec<ConnId>,
     /// Connections whose read budget ran out with input left, served in turn.
@@ -97,6 +101,8 @@ impl Conns {
             slab: Slab::new(),
             next_generation: 0,
             flush_list: Vec::new(),
+            held: 0,
+            held_until: None,
             close_list: Vec::new(),
             ready: VecDeque::new(),
             slow: Vec::new(),
@@ -254,13 +260,21 @@ impl Conns {
     /// One pass over the connections with queued output: write until done or
     /// `WouldBlock`, then derive interest. A draining connection that has sent
     /// everything goes on the close list. Output that `--coalesce` holds back stays
-    /// listed; returns when the first of it is due.
+    /// listed; returns when the first of it is due. While none of the held output is
+    /// due, only what was listed since the last pass is looked at, so a loop that
+    /// turns often (input left on the ready list) does not rescan the held thousands.
     pub(super) fn flush_all(&mut self, registry: &Registry) -> Option<Instant> {
         let now = self.now;
         let mut list = std::mem::take(&mut self.flush_list);
-        let mut due: Option<Instant> = None;
-        let mut held = 0;
-        for i in 0..list.len() {
+        let start = match self.held_until {
+            Some(due) if due > now && !self.urgent => self.held,
+            _ => {
+                self.held_until = None;
+                0
+            }
+        };
+        let mut held = start;
+        for i in start..list.len() {
             let id = list[i];
             let Some(conn) = slot(&mut self.slab, id) else {
                 continue;
@@ -268,7 +282,7 @@ impl Conns {
             if !self.urgent
                 && let Some(at) = conn.coalesce_until(self.limits.coalesce, now)
             {
-                due = Some(due.map_or(at, |d| d.min(at)));
+                self.held_until = Some(self.held_until.map_or(at, |d| d.min(at)));
                 list[held] = id;
                 held += 1;
                 continue;
@@ -279,7 +293,8 @@ impl Conns {
         list.truncate(held);
         list.append(&mut self.flush_list);
         self.flush_list = list;
-        due
+        self.held = held;
+        self.held_until
     }
 
     /// Writes one connection's queue now and settles what follows from it: a draining
