@@ -11,14 +11,19 @@
 //! - [`config`]: the server's settings, built from the command line.
 //! - [`net`]: listening socket, open-files limit, address ranges, IP redaction.
 //! - [`codec`]: bytes → lines → commands, and events → bytes; no I/O.
+//! - [`notice`]: every `SERVER:`/`ERROR:` text the server sends.
+//! - [`outq`]: the output queue and buffer pool (server and harness alike).
 //! - [`timer`]: the hashed timer wheel; time is passed in.
-//! - [`rate`]: token buckets and strikes; time is passed in.
-//! - [`abuse`]: per-IP connection caps, connect throttle, strikes and the ban table.
-//! - [`hub`]: chat state (names, rooms, membership); applies commands, says who gets what.
-//! - [`conn`]: one connection: socket, line reader, output queue, interest.
-//! - [`server`]: the event loop that ties them together.
+//! - [`rate`]: token buckets, message and connect limits, strikes; time is passed in.
+//! - [`abuse`]: per-IP connection caps, connect throttle, message rate, strikes, bans.
+//! - [`hub`]: chat state (names, rooms, membership); applies commands, says who gets
+//!   what; connection ids.
+//! - [`conn`]: one connection: transport, line reader, output queue, interest.
+//! - [`server`]: the event loop (`server/mod.rs`), the connection table and output
+//!   limits (`conns`), accepting (`accept`), the inbox for other threads (`inbox`) and
+//!   the counters and summary line (`stats`).
 //! - [`client`]: `loopchat client`, the line client.
-//! - [`bench`]: `loopchat bench`, the load harness.
+//! - [`mod@bench`]: `loopchat bench`, the load harness.
 //!
 //! Data flows one way: socket → read buffer → codec → hub → encoded once → output
 //! queues → flushed before the loop sleeps.

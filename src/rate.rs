@@ -6,6 +6,9 @@
 //! This module owns the arithmetic and the rule that turns refusals into strikes (one
 //! per episode of an empty bucket, not one per refusal). Who gets a limit, what a
 //! strike costs and when strikes become a ban belong to the server and to `abuse`.
+//!
+//! Its unit tests, one per edge case, sit at the end of this file beside the code they
+//! pin down; they are why the file runs past 600 lines.
 
 use std::time::{Duration, Instant};
 
