@@ -5,6 +5,7 @@
 //! ranges used by flags. It does not own any behaviour: the server reads these values.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::Cidr;
@@ -16,6 +17,23 @@ pub struct ServerConfig {
     /// Address to listen on.
     #[arg(default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+
+    /// Also accept TLS connections on this address (needs `--tls-cert` and `--tls-key`).
+    /// The protocol and text mode are the same inside the TLS stream.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// The TLS certificate chain, PEM, leaf first. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve TLS only: the plain listener (ADDR) is not opened.
+    #[arg(long)]
+    pub no_plain: bool,
 
     /// Longest accepted line in bytes, not counting its line end. Longer lines get
     /// `ERROR:line too long` and are discarded through their newline.

@@ -14,6 +14,7 @@
 //! - [`notice`]: every `SERVER:`/`ERROR:` text the server sends.
 //! - [`outq`]: the output queue and buffer pool (server and harness alike).
 //! - [`timer`]: the hashed timer wheel; time is passed in.
+//! - [`tls`]: TLS configurations from PEM files, and self-signed certificates.
 //! - [`rate`]: token buckets, message and connect limits, strikes; time is passed in.
 //! - [`abuse`]: per-IP connection caps, connect throttle, message rate, strikes, bans.
 //! - [`hub`]: chat state (names, rooms, membership); applies commands, says who gets
@@ -43,6 +44,7 @@ pub mod outq;
 pub mod rate;
 pub mod server;
 pub mod timer;
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use server::{Server, ServerHandle};

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use loopchat::{Server, ServerConfig, bench, client};
+use loopchat::{Server, ServerConfig, bench, client, tls};
 
 /// A chat server on one event loop, its line client and its load harness.
 #[derive(Parser)]
@@ -21,6 +21,8 @@ enum Command {
     Client(client::ClientArgs),
     /// Load-test a chat server and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Write a self-signed TLS certificate and key, for testing.
+    Cert(tls::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +41,20 @@ fn main() -> ExitCode {
         }
         Command::Client(args) => client::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Cert(args) => match tls::write_self_signed(&args) {
+            Ok(()) => {
+                println!(
+                    "wrote {} and {} for {}",
+                    args.cert.display(),
+                    args.key.display(),
+                    args.names.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("loopchat cert: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
