@@ -136,6 +136,7 @@ fn translate(line: &[u8]) -> Input {
         Command::Msg { to, text } => Input::Send(format!("MSG:{to}:{text}")),
         Command::Who => Input::Send("WHO:".to_owned()),
         Command::Rooms => Input::Send("ROOMS:".to_owned()),
+        Command::History { n, .. } => Input::Send(format!("HISTORY:{n}")),
         Command::Leave(reason) => Input::Leave(format!("LEAVE:{reason}")),
         Command::Help => Input::Local(HELP.to_owned()),
     }

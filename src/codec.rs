@@ -249,9 +249,25 @@ pub enum Command<'a> {
     Who,
     /// List the rooms.
     Rooms,
+    /// The last `n` messages of one's room, strictly before `before` (Unix ms) if given.
+    History {
+        /// How many, 1 to [`MAX_HISTORY`].
+        n: usize,
+        /// Page before this time.
+        before: Option<i64>,
+    },
     /// Text-mode help.
     Help,
 }
+
+/// Most messages one `HISTORY:` request may ask for.
+pub const MAX_HISTORY: usize = 500;
+
+/// Messages `/history` without a count asks for.
+pub const HISTORY_DEFAULT: usize = 20;
+
+/// The usage text of a history request.
+const HISTORY_USAGE: &str = "HISTORY:<n> or HISTORY:<n>:<before_unix_ms>, n from 1 to 500";
 
 /// Why a line is not a command. Its `Display` is the text of the `ERROR:` reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +307,7 @@ impl fmt::Display for ParseError<'_> {
 }
 
 /// The verbs a protocol line may start with (followed by `:`).
-const VERBS: [&str; 6] = ["JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS"];
+const VERBS: [&str; 7] = ["JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS", "HISTORY"];
 
 /// Whether `line` starts like a protocol frame: a known verb, in capitals, then `:`.
 /// Says nothing about the rest of the line; [`decide_dialect`] also checks it is text.
@@ -372,6 +388,21 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         "LEAVE" => Ok(Command::Leave(rest)),
         "WHO" => Ok(Command::Who),
         "ROOMS" => Ok(Command::Rooms),
+        "HISTORY" => {
+            let (n, before) = match rest.split_once(':') {
+                Some((n, before)) => (n, Some(before)),
+                None => (rest, None),
+            };
+            let n = history_count(n)?;
+            let before = match before {
+                None => None,
+                Some(b) => Some(
+                    b.parse::<i64>()
+                        .map_err(|_| ParseError::Usage(HISTORY_USAGE))?,
+                ),
+            };
+            Ok(Command::History { n, before })
+        }
         _ => Err(ParseError::UnknownVerb(verb)),
     }
 }
@@ -427,9 +458,25 @@ pub fn parse_text(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
         },
         "who" => Ok(Command::Who),
         "rooms" => Ok(Command::Rooms),
+        "history" if arg.is_empty() => Ok(Command::History {
+            n: HISTORY_DEFAULT,
+            before: None,
+        }),
+        "history" => Ok(Command::History {
+            n: history_count(arg)?,
+            before: None,
+        }),
         "help" => Ok(Command::Help),
         "quit" => Ok(Command::Leave(arg)),
         _ => Err(ParseError::UnknownCommand(name)),
+    }
+}
+
+/// A history count: 1 to [`MAX_HISTORY`], never clamped.
+fn history_count(n: &str) -> Result<usize, ParseError<'static>> {
+    match n.parse::<usize>() {
+        Ok(n) if (1..=MAX_HISTORY).contains(&n) => Ok(n),
+        _ => Err(ParseError::Usage(HISTORY_USAGE)),
     }
 }
 
@@ -484,6 +531,17 @@ pub enum Event<'a> {
     Server(&'a str),
     /// What was wrong with the recipient's last line.
     Error(&'a str),
+    /// A message from a room's history: `HISTORY:#room:<unix_ms>:<from>:<text>`.
+    History {
+        /// The room, with its `#`.
+        room: &'a str,
+        /// When the server accepted it, Unix milliseconds.
+        at_ms: i64,
+        /// Sender's name.
+        from: &'a str,
+        /// Message text.
+        text: &'a str,
+    },
 }
 
 impl<'a> Event<'a> {
@@ -491,6 +549,18 @@ impl<'a> Event<'a> {
     pub fn encode(&self, dialect: Dialect, out: &mut Vec<u8>) {
         match dialect {
             Dialect::Frames => {
+                if let Event::History {
+                    room,
+                    at_ms,
+                    from,
+                    text,
+                } = *self
+                {
+                    use std::io::Write as _;
+                    let _ = write!(out, "HISTORY:{room}:{at_ms}:{from}:{text}");
+                    out.push(b'\n');
+                    return;
+                }
                 let (verb, a, b) = match *self {
                     Event::Say { from, text } => ("SAY:", from, Some(text)),
                     Event::Msg { from, text } => ("MSG:", from, Some(text)),
@@ -498,6 +568,7 @@ impl<'a> Event<'a> {
                     Event::Leave(name) => ("LEAVE:", name, None),
                     Event::Server(text) => ("SERVER:", text, None),
                     Event::Error(text) => ("ERROR:", text, None),
+                    Event::History { .. } => return,
                 };
                 out.extend_from_slice(verb.as_bytes());
                 out.extend_from_slice(a.as_bytes());
@@ -516,6 +587,16 @@ impl<'a> Event<'a> {
 
     /// Appends the human rendering (`<bob> hi`, `*** bob joined`, …) without a line end.
     pub fn render(&self, out: &mut Vec<u8>) {
+        if let Event::History {
+            at_ms, from, text, ..
+        } = *self
+        {
+            // `[HH:MM] <from> text`, in UTC.
+            use std::io::Write as _;
+            let minutes = at_ms.div_euclid(60_000).rem_euclid(24 * 60);
+            let _ = write!(out, "[{:02}:{:02}] <{from}> {text}", minutes / 60, minutes % 60);
+            return;
+        }
         let parts: [&str; 4] = match *self {
             Event::Say { from, text } => ["<", from, "> ", text],
             Event::Msg { from, text } => ["*", from, "* ", text],
@@ -523,6 +604,7 @@ impl<'a> Event<'a> {
             Event::Leave(name) => ["*** ", name, " left", ""],
             Event::Server(text) => ["[server] ", text, "", ""],
             Event::Error(text) => ["[error] ", text, "", ""],
+            Event::History { .. } => return,
         };
         for p in parts {
             out.extend_from_slice(p.as_bytes());
@@ -545,6 +627,17 @@ impl<'a> Event<'a> {
             "LEAVE" => Event::Leave(rest),
             "SERVER" => Event::Server(rest),
             "ERROR" => Event::Error(rest),
+            "HISTORY" => {
+                let (room, rest) = rest.split_once(':')?;
+                let (at_ms, rest) = rest.split_once(':')?;
+                let (from, text) = rest.split_once(':')?;
+                Event::History {
+                    room,
+                    at_ms: at_ms.parse().ok()?,
+                    from,
+                    text,
+                }
+            }
             _ => return None,
         })
     }
@@ -562,6 +655,59 @@ mod tests {
 
     fn ok(s: &str) -> Result<Vec<u8>, LineError> {
         Ok(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn history_requests_parse_in_both_dialects() {
+        assert_eq!(
+            parse_frame(b"HISTORY:50"),
+            Ok(Command::History { n: 50, before: None })
+        );
+        assert_eq!(
+            parse_frame(b"HISTORY:5:1764460800000"),
+            Ok(Command::History {
+                n: 5,
+                before: Some(1_764_460_800_000)
+            })
+        );
+        assert_eq!(
+            parse_text(b"/history"),
+            Ok(Command::History { n: 20, before: None })
+        );
+        assert_eq!(
+            parse_text(b"/history 3"),
+            Ok(Command::History { n: 3, before: None })
+        );
+    }
+
+    #[test]
+    fn history_counts_outside_one_to_five_hundred_are_errors_not_clamped() {
+        for bad in [&b"HISTORY:0"[..], b"HISTORY:501", b"HISTORY:x", b"HISTORY:", b"HISTORY:5:soon"] {
+            assert_eq!(
+                parse_frame(bad),
+                Err(ParseError::Usage(HISTORY_USAGE)),
+                "{}",
+                bad.escape_ascii()
+            );
+        }
+        assert_eq!(parse_text(b"/history 0"), Err(ParseError::Usage(HISTORY_USAGE)));
+    }
+
+    #[test]
+    fn history_events_encode_as_frames_and_render_in_utc() {
+        let e = Event::History {
+            room: "#rust",
+            at_ms: 1_764_462_300_000, // 2025-11-30 00:25:00 UTC
+            from: "bob",
+            text: "a:b",
+        };
+        let mut frame = Vec::new();
+        e.encode(Dialect::Frames, &mut frame);
+        assert_eq!(frame, b"HISTORY:#rust:1764462300000:bob:a:b\n");
+        assert_eq!(Event::parse("HISTORY:#rust:1764462300000:bob:a:b"), Some(e));
+        let mut text = Vec::new();
+        e.encode(Dialect::Text, &mut text);
+        assert_eq!(text, b"[00:25] <bob> a:b\r\n");
     }
 
     #[test]

@@ -35,6 +35,24 @@ pub struct ServerConfig {
     #[arg(long)]
     pub no_plain: bool,
 
+    /// The history database (SQLite): a file path, or `none` to keep history in memory
+    /// only (lost at exit).
+    #[arg(long, default_value = "loopchat.db", value_name = "PATH")]
+    pub db: String,
+
+    /// Most time between two commits of room messages to the database (group commit):
+    /// what a crash (SIGKILL, power loss) may lose at most.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub db_flush: Duration,
+
+    /// Messages of a room replayed to a member entering it (0 = no replay).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub history_replay: usize,
+
+    /// How long room messages are kept; older ones are deleted in the background.
+    #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_retain: Duration,
+
     /// Longest accepted line in bytes, not counting its line end. Longer lines get
     /// `ERROR:line too long` and are discarded through their newline.
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
@@ -196,7 +214,7 @@ impl Default for ServerConfig {
 /// cannot overflow, which a value near `u64::MAX` seconds would, with a panic.
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
-/// Parses `250ms`, `1.5s`, `60s`, `10m`, `2h` or a bare number of seconds.
+/// Parses `250ms`, `1.5s`, `60s`, `10m`, `2h`, `30d` or a bare number of seconds.
 ///
 /// Longer values, up to numbers too large for an `f64`, are capped at
 /// [`MAX_DURATION`] rather than refused: "practically forever" is a fair thing to ask
@@ -215,7 +233,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        "d" => value * 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
     };
     // Infinity (hundreds of digits) is huge, not invalid: it is capped below.
     if secs.is_nan() || secs < 0.0 {
@@ -239,8 +258,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("5w").is_err());
     }
 
     #[test]

@@ -129,6 +129,10 @@ pub struct Conn {
     /// Input read but not parsed yet: what the line budget cut off. Unallocated
     /// unless a turn's budget ran out in the middle of a read.
     held: Vec<u8>,
+    /// Replays this connection waits for; while any, its output is held back.
+    holds: u8,
+    /// Output held back while it waits for a replay, in order.
+    held_out: Vec<u8>,
     /// Message rate limit, with its strike episodes.
     limit: MessageLimit,
     /// Private messages this connection receives, from all senders together.
@@ -167,6 +171,8 @@ impl Conn {
             close_queued: false,
             ready_queued: false,
             held: Vec::new(),
+            holds: 0,
+            held_out: Vec::new(),
             limit: MessageLimit::new(now),
             inbound: TokenBucket::new(now),
             last_active: now,
@@ -356,6 +362,34 @@ impl Conn {
         self.out.push(bytes, pool);
     }
 
+    /// Holds output back from now on (until as many [`Conn::release`]s), so what a
+    /// replay sends goes first.
+    pub fn hold(&mut self) {
+        self.holds = self.holds.saturating_add(1);
+    }
+
+    /// Whether output is held back.
+    pub fn is_holding(&self) -> bool {
+        self.holds > 0
+    }
+
+    /// Keeps `bytes` for after the replay. The caller enforces the caps.
+    pub fn hold_bytes(&mut self, bytes: &[u8]) {
+        self.held_out.extend_from_slice(bytes);
+    }
+
+    /// Bytes held back.
+    pub fn held_bytes(&self) -> usize {
+        self.held_out.len()
+    }
+
+    /// One replay is done; when none is left, the held output is returned to be
+    /// queued.
+    pub fn release(&mut self) -> Option<Vec<u8>> {
+        self.holds = self.holds.saturating_sub(1);
+        (self.holds == 0).then(|| std::mem::take(&mut self.held_out))
+    }
+
     /// Writes queued output until done or the transport would block.
     pub fn flush(&mut self, pool: &mut BufferPool, now: Instant) -> io::Result<Written> {
         let written = self.transport.write_from(&mut self.out, pool)?;
@@ -414,6 +448,7 @@ impl Conn {
         self.eviction = eviction;
         self.out.clear(pool);
         self.held = Vec::new();
+        self.held_out = Vec::new();
         Some(dropped)
     }
 

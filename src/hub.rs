@@ -83,6 +83,22 @@ pub trait Outbox {
         self.send(to, event);
         Ok(())
     }
+
+    /// `id` has entered `room` (a first name or a move) and been told so: the place to
+    /// replay the room's history to it.
+    fn entered(&mut self, id: ConnId, room: &str) {
+        let _ = (id, room);
+    }
+
+    /// `id` asks for the last `n` messages of `room`, strictly before `before`.
+    fn history(&mut self, id: ConnId, room: &str, n: usize, before: Option<i64>) {
+        let _ = (id, room, n, before);
+    }
+
+    /// The last member left `room` and it no longer exists.
+    fn room_closed(&mut self, room: &str) {
+        let _ = room;
+    }
 }
 
 /// What the connection should do after a command.
@@ -261,6 +277,7 @@ impl Hub {
             Command::Msg { to, text } => self.msg(id, to, text, out),
             Command::Who => self.who(id, out),
             Command::Rooms => self.list_rooms(id, out),
+            Command::History { n, before } => self.history(id, n, before, out),
             Command::Help => out.notice(id, Notice::Help),
             Command::Leave(_) => return Next::Leave,
         }
@@ -335,6 +352,7 @@ impl Hub {
         }
         let room = self.enter_room(id, room, &name, out);
         out.notice(id, Notice::NowIn(&self.rooms[room].name));
+        out.entered(id, &self.rooms[room].name);
     }
 
     fn say(&mut self, id: ConnId, text: &str, out: &mut impl Outbox) {
@@ -412,6 +430,16 @@ impl Hub {
         out.send(id, Event::Server(&line));
     }
 
+    /// `HISTORY:`: asks for the history of one's room (the lobby before one has a
+    /// name, as `WHO:` does).
+    fn history(&self, id: ConnId, n: usize, before: Option<i64>, out: &mut impl Outbox) {
+        let room = match self.member(id).and_then(|m| m.room) {
+            Some((room, _)) => &*self.rooms[room].name,
+            None => LOBBY,
+        };
+        out.history(id, room, n, before);
+    }
+
     /// Gives a nameless connection a guest name and puts it in the lobby, so its first
     /// chat line has a sender.
     fn ensure_member(&mut self, id: ConnId, out: &mut impl Outbox) {
@@ -442,6 +470,7 @@ impl Hub {
         let room = self.enter_room(id, room, name, out);
         let room = &self.rooms[room].name;
         out.notice(id, Notice::YouAre { name, room });
+        out.entered(id, room);
     }
 
     fn announces(&self, room: usize) -> bool {
@@ -499,6 +528,7 @@ impl Hub {
             let gone = self.rooms.remove(room);
             self.room_index
                 .remove(gone.name.to_ascii_lowercase().as_str());
+            out.room_closed(&gone.name);
         } else if announce {
             out.to_room(self.rooms[room].audience(), None, Event::Leave(name));
         }

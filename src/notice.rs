@@ -49,6 +49,8 @@ pub enum Notice<'a> {
     NowIn(&'a str),
     /// A move to the room one is in.
     AlreadyIn(&'a str),
+    /// After a replay or a page of history.
+    EndOfHistory(&'a str),
     /// The answer to `LEAVE:`; the connection closes after it.
     Goodbye,
     /// Shutdown; the connection closes after it.
@@ -116,6 +118,7 @@ impl Notice<'_> {
             | Notice::Renamed { .. }
             | Notice::NowIn(_)
             | Notice::AlreadyIn(_)
+            | Notice::EndOfHistory(_)
             | Notice::Goodbye
             | Notice::ShuttingDown => false,
             Notice::Parse(_)
@@ -158,6 +161,7 @@ impl fmt::Display for Notice<'_> {
             Notice::Renamed { old, new } => write!(f, "{old} is now known as {new}"),
             Notice::NowIn(room) => write!(f, "you are now in {room}"),
             Notice::AlreadyIn(room) => write!(f, "you are already in {room}"),
+            Notice::EndOfHistory(room) => write!(f, "end of history for {room}"),
             Notice::Goodbye => f.write_str("goodbye"),
             Notice::ShuttingDown => f.write_str("server shutting down"),
             Notice::Parse(e) => write!(f, "{e}"),
@@ -222,6 +226,7 @@ mod tests {
             },
             Notice::NowIn("#<room>"),
             Notice::AlreadyIn("#<room>"),
+            Notice::EndOfHistory("#<room>"),
             Notice::Goodbye,
             Notice::ShuttingDown,
             Notice::Parse(ParseError::InvalidUtf8),
@@ -254,6 +259,7 @@ mod tests {
             | Notice::Renamed { .. }
             | Notice::NowIn(_)
             | Notice::AlreadyIn(_)
+            | Notice::EndOfHistory(_)
             | Notice::Goodbye
             | Notice::ShuttingDown
             | Notice::Parse(_)

@@ -90,6 +90,8 @@ pub(super) struct Conns {
     now: Instant,
     /// Whether output is no longer held back for coalescing (shutdown).
     urgent: bool,
+    /// Set while a replay is sent: it goes before output held back for it.
+    direct: bool,
     /// Counters for the summary.
     pub(super) stats: Stats,
 }
@@ -114,6 +116,7 @@ impl Conns {
             queued: 0,
             now,
             urgent: false,
+            direct: false,
             stats: Stats::default(),
         }
     }
@@ -410,6 +413,19 @@ impl Conns {
             Dialect::Text => self.text.len(),
             Dialect::Frames => self.frames.len(),
         };
+        if conn.is_holding() && !self.direct {
+            // Waiting for a replay: kept in order for after it, under the same cap.
+            if conn.pending() + conn.held_bytes() + len > self.limits.hard {
+                let queued = conn.pending() + conn.held_bytes();
+                return self.close(to, Some(Eviction::OverHardCap { queued }));
+            }
+            conn.hold_bytes(match dialect {
+                Dialect::Text => &self.text,
+                Dialect::Frames => &self.frames,
+            });
+            self.stats.deliveries += 1;
+            return;
+        }
         if conn.pending().saturating_add(len) > self.limits.hard {
             // A write attempt first: a reader that keeps up is not evicted for a burst
             // the loop had not yet tried to send.
@@ -438,6 +454,37 @@ impl Conns {
         if conn.enlist_for_flush() {
             self.flush_list.push(to);
         }
+    }
+
+    /// Holds `id`'s output back until [`Conns::release_output`] (a replay is coming).
+    pub(super) fn hold_output(&mut self, id: ConnId) {
+        if let Some(conn) = self.get_mut(id) {
+            conn.hold();
+        }
+    }
+
+    /// Sends with `send` to connections whose output is held, ahead of what is held
+    /// (a replay).
+    pub(super) fn ahead_of_held(&mut self, send: impl FnOnce(&mut Conns)) {
+        self.direct = true;
+        send(self);
+        self.direct = false;
+    }
+
+    /// One replay for `id` is done: its held output follows, once none is left.
+    pub(super) fn release_output(&mut self, id: ConnId) {
+        let Some(conn) = slot(&mut self.slab, id) else {
+            return;
+        };
+        let Some(held) = conn.release() else {
+            return;
+        };
+        if held.is_empty() || conn.state() != State::Open {
+            return;
+        }
+        self.queued += held.len();
+        conn.queue(&held, &mut self.pool);
+        self.schedule_flush(id);
     }
 
     /// Sends `id` its last line and starts draining it: nothing else will be queued to

@@ -18,12 +18,14 @@ use mio::{Registry, Token, Waker};
 const INBOX_CAPACITY: usize = 4096;
 
 /// What another thread can tell the loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LoopMsg {
     /// Shut down gracefully; a second one exits at once.
     Shutdown,
     /// Re-read what can be re-read (the TLS certificate), as SIGHUP does.
     Reload,
+    /// The storage thread answers a question about history.
+    History(crate::store::Answer),
 }
 
 /// The sending side, for any thread.

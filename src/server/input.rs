@@ -185,7 +185,9 @@ impl Server {
             }
             Err(e) => return self.conns.notice(id, Notice::Parse(e)),
         };
-        if self.hub.apply(id, cmd, &mut self.conns) == Next::Leave {
+        let next = self.hub.apply(id, cmd, &mut self.delivery());
+        self.arm_replay_timers(now);
+        if next == Next::Leave {
             if let Command::Leave(reason) = cmd {
                 debug!("{id} leaves: {reason:?}");
             }

@@ -33,12 +33,14 @@ use crate::timer::TimerWheel;
 
 mod accept;
 mod conns;
+mod history;
 pub mod inbox;
 mod input;
 pub mod stats;
 
 use accept::{LISTENER_BASE, Listener, ListenerKind};
 use conns::{Conns, OutputLimits};
+use history::{Delivery, History, REPLAY_WAIT};
 use inbox::{Inbox, InboxSender, LoopMsg};
 use stats::{Stats, Summary};
 
@@ -56,6 +58,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const TIMER_TICK: Duration = Duration::from_millis(10);
 const TIMER_SLOTS: usize = 4096;
 
+/// How long shutdown waits for the store to commit what it was given.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// Events handled per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -70,6 +75,8 @@ enum Timer {
     Summary,
     /// Give up flushing at shutdown.
     ShutdownDeadline,
+    /// Stop waiting for the store's answer to this question (a replay).
+    Replay(crate::store::Tag),
 }
 
 /// Asks a running server to shut down, from any thread.
@@ -111,6 +118,10 @@ pub struct Server {
     signals: Option<signal_hook_mio::v1_0::Signals>,
     inbox: Inbox,
     conns: Conns,
+    /// Room history: time stamps, tails, replay and paging; the store behind it.
+    history: History,
+    /// Questions put to the store during one delivery, to arm their timeouts.
+    asked: Vec<crate::store::Tag>,
     hub: Hub,
     abuse: Abuse,
     timers: TimerWheel<Timer>,
@@ -171,6 +182,23 @@ impl Server {
             .map(|(i, (addr, kind))| Listener::bind(poll.registry(), i, addr, config.backlog, kind))
             .collect::<io::Result<Vec<_>>>()?;
         let inbox = Inbox::new(poll.registry(), WAKER)?;
+        // The database opens before anything listens, so a bad file is an error at
+        // start, not a surprise later.
+        let answers = inbox.sender();
+        let store = crate::store::Store::open(
+            crate::store::StoreConfig {
+                path: (config.db != "none").then(|| PathBuf::from(&config.db)),
+                flush: config.db_flush,
+                retain: config.history_retain,
+                queue: crate::store::DEFAULT_QUEUE,
+            },
+            Box::new(move |answer| {
+                // A full inbox drops the answer; the replay's timeout releases whoever
+                // waited for it.
+                let _ = answers.send(LoopMsg::History(answer));
+            }),
+        )
+        .map_err(|e| io::Error::other(e.to_string()))?;
         let signals = if config.handle_signals {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
             let mut signals =
@@ -208,6 +236,8 @@ impl Server {
             hub: Hub::new(config.announce_limit),
             abuse: Abuse::new(&config, now),
             conns: Conns::new(OutputLimits::of(&config), now),
+            history: History::new(store, config.history_replay),
+            asked: Vec::new(),
             config,
             poll,
             listeners,
@@ -330,6 +360,9 @@ impl Server {
             stats.lines_in,
             stats.deliveries
         );
+        // Everything accepted is committed before the process exits.
+        let store = self.history.into_store();
+        store.close(STORE_CLOSE_WAIT);
         Ok(())
     }
 
@@ -376,6 +409,24 @@ impl Server {
         }
     }
 
+    /// The hub's outbox for one call: the connection table, with history beside it.
+    /// Questions it puts to the store get their timeouts from
+    /// [`Server::arm_replay_timers`].
+    fn delivery(&mut self) -> Delivery<'_> {
+        Delivery {
+            conns: &mut self.conns,
+            history: &mut self.history,
+            asked: &mut self.asked,
+        }
+    }
+
+    /// Arms a timeout for each question put to the store since the last call.
+    fn arm_replay_timers(&mut self, now: Instant) {
+        for tag in self.asked.drain(..) {
+            self.timers.insert(now + REPLAY_WAIT, Timer::Replay(tag));
+        }
+    }
+
     /// Replaces `id`'s deadline (registration, idle or linger) with one at `at`; `None`
     /// (no deadline, or one too far away to represent) just cancels the old one.
     fn set_deadline(&mut self, id: ConnId, at: Option<Instant>) {
@@ -396,7 +447,7 @@ impl Server {
     fn reap(&mut self, now: Instant) {
         while let Some(id) = self.conns.next_to_close() {
             let announce = !self.shutting_down;
-            self.hub.remove(id, announce, &mut self.conns);
+            self.hub.remove(id, announce, &mut self.delivery());
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
@@ -418,7 +469,8 @@ impl Server {
     /// Removes `id` from the table and the hub and closes its socket (with a FIN if it
     /// was draining and has sent everything).
     fn remove_now(&mut self, id: ConnId, now: Instant) {
-        self.hub.remove(id, !self.shutting_down, &mut self.conns);
+        let announce = !self.shutting_down;
+        self.hub.remove(id, announce, &mut self.delivery());
         let Some(mut conn) = self.conns.remove(id) else {
             return;
         };
@@ -463,6 +515,7 @@ impl Server {
                     self.timers.insert(at, Timer::Summary);
                 }
             }
+            Timer::Replay(tag) => self.history.timed_out(tag, &mut self.conns),
             Timer::ShutdownDeadline => {
                 // One last write each, so even `--linger 0` sends the shutdown notice.
                 for id in self.conns.ids_where(|c| c.pending() > 0) {
@@ -525,6 +578,7 @@ impl Server {
             match msg {
                 LoopMsg::Shutdown => self.begin_shutdown(now),
                 LoopMsg::Reload => self.reload(),
+                LoopMsg::History(answer) => self.history.answered(answer, &mut self.conns),
             }
         }
     }
@@ -574,6 +628,7 @@ impl Server {
             interval: self.config.summary_interval,
             delta: stats.since(&self.last_summary),
             bans: self.abuse.ban_count(),
+            unsaved: self.history.store().unsaved(),
         };
         info!("{summary}");
         self.last_summary = stats;

@@ -57,6 +57,9 @@ pub struct Summary {
     pub delta: Stats,
     /// Bans held.
     pub bans: usize,
+    /// Room messages accepted but not stored since start (store queue full, failed
+    /// commits).
+    pub unsaved: u64,
 }
 
 /// What every summary line starts with (after the logger's prefix).
@@ -91,7 +94,8 @@ impl Summary {
         nums.skip_past(" per delivery), ")?;
         let rate_limited = nums.next_before(" rate-limited, ")?;
         let evictions = nums.next_before(" evicted; ")?;
-        let bans = nums.next_before(" bans")?;
+        let bans = nums.next_before(" bans; ")?;
+        let unsaved = nums.next_before(" unsaved")?;
         Some(Summary {
             clients: clients as usize,
             named: named as usize,
@@ -108,6 +112,7 @@ impl Summary {
                 rate_limited,
             },
             bans: bans as usize,
+            unsaved,
         })
     }
 }
@@ -119,7 +124,7 @@ impl fmt::Display for Summary {
             f,
             "{SUMMARY_TAG}{} clients ({} named), {} rooms; last {}ms: {} accepted, {} refused, \
              {} closed, {} lines in, {} deliveries, {} writes ({:.3} per delivery), \
-             {} rate-limited, {} evicted; {} bans",
+             {} rate-limited, {} evicted; {} bans; {} unsaved",
             self.clients,
             self.named,
             self.rooms,
@@ -134,6 +139,7 @@ impl fmt::Display for Summary {
             d.rate_limited,
             d.evictions,
             self.bans,
+            self.unsaved,
         )
     }
 }
@@ -179,6 +185,7 @@ mod tests {
                 rate_limited: 7,
             },
             bans: 2,
+            unsaved: 3,
         };
         let logged = format!("[2026-11-30T08:00:00Z INFO  loopchat::server] {summary}");
         assert_eq!(Summary::parse(&logged), Some(summary));

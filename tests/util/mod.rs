@@ -47,6 +47,10 @@ pub fn config() -> ServerConfig {
         max_strikes: 0,
         ip_rate: 0.0,
         msg_in_rate: 0.0,
+        // History lives in memory and is not replayed on joining, so the exact bytes
+        // other tests expect after a join stay the same; tests/history.rs turns it on.
+        db: "none".into(),
+        history_replay: 0,
         // Keeps a test's teardown short when a client stops reading.
         linger: Duration::from_millis(500),
         ..ServerConfig::default()
@@ -509,9 +513,14 @@ impl Binary {
     #[track_caller]
     pub fn start_with_nofile(args: &[&str], nofile: Option<u64>) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopchat"));
-        cmd.arg("server")
-            .arg("127.0.0.1:0")
-            .args(args)
+        cmd.arg("server").arg("127.0.0.1:0");
+        // Never a database in the working directory, and no replay unless asked for.
+        for (flag, value) in [("--db", "none"), ("--history-replay", "0")] {
+            if !args.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
