@@ -6,7 +6,10 @@
 //! in any file it is pointed at. So the directory and the file are checked for writes,
 //! `PATH.lock` is locked against a second server, and a file that is not a loopchat
 //! database (by `PRAGMA application_id`, or tables without one) is refused rather than
-//! written into.
+//! written into. Corruption is found at open as far as the header and the schema go;
+//! a full `PRAGMA integrity_check` reads the whole file, which would hold a large
+//! database's server back from listening for minutes, so damage deeper down shows up
+//! as a read or write error at run time (logged once per episode).
 //!
 //! WAL mode with `synchronous=NORMAL`: a commit is a write to the WAL without an fsync
 //! (the WAL is synced at checkpoints), so group commits are cheap and a crash of the

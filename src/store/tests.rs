@@ -525,3 +525,19 @@ fn failing_commits_warn_once_per_episode_and_count_unsaved() {
     assert_eq!(store.commits(), 1);
     store.close(PATIENCE);
 }
+
+#[test]
+fn a_database_with_a_broken_schema_page_is_refused_as_corrupt() {
+    let dir = temp();
+    let path = dir.path().join("h.db");
+    open(config(Some(path.clone()), NEVER)).0.close(PATIENCE);
+    let mut bytes = fs::read(&path).unwrap();
+    // Page 1 after the 100-byte file header holds the schema's b-tree.
+    for b in &mut bytes[100..4096] {
+        *b = 0xA5;
+    }
+    fs::write(&path, bytes).unwrap();
+    let e = open_error(&path);
+    assert!(e.contains(&path.display().to_string()), "{e}");
+    assert!(e.contains("corrupt"), "{e}");
+}
