@@ -24,6 +24,7 @@
 //! - [`server`]: the event loop (`server/mod.rs`), the connection table and output
 //!   limits (`conns`), accepting (`accept`), the inbox for other threads (`inbox`) and
 //!   the counters and summary line (`stats`).
+//! - [`store`]: room history in SQLite, on its own thread: the loop never waits on disk.
 //! - [`client`]: `loopchat client`, the line client.
 //! - [`mod@bench`]: `loopchat bench`, the load harness.
 //!
@@ -44,6 +45,7 @@ pub mod notice;
 pub mod outq;
 pub mod rate;
 pub mod server;
+pub mod store;
 pub mod timer;
 pub mod tls;
 pub mod transport;
