@@ -594,7 +594,12 @@ impl<'a> Event<'a> {
             // `[HH:MM] <from> text`, in UTC.
             use std::io::Write as _;
             let minutes = at_ms.div_euclid(60_000).rem_euclid(24 * 60);
-            let _ = write!(out, "[{:02}:{:02}] <{from}> {text}", minutes / 60, minutes % 60);
+            let _ = write!(
+                out,
+                "[{:02}:{:02}] <{from}> {text}",
+                minutes / 60,
+                minutes % 60
+            );
             return;
         }
         let parts: [&str; 4] = match *self {
@@ -661,7 +666,10 @@ mod tests {
     fn history_requests_parse_in_both_dialects() {
         assert_eq!(
             parse_frame(b"HISTORY:50"),
-            Ok(Command::History { n: 50, before: None })
+            Ok(Command::History {
+                n: 50,
+                before: None
+            })
         );
         assert_eq!(
             parse_frame(b"HISTORY:5:1764460800000"),
@@ -672,7 +680,10 @@ mod tests {
         );
         assert_eq!(
             parse_text(b"/history"),
-            Ok(Command::History { n: 20, before: None })
+            Ok(Command::History {
+                n: 20,
+                before: None
+            })
         );
         assert_eq!(
             parse_text(b"/history 3"),
@@ -682,7 +693,13 @@ mod tests {
 
     #[test]
     fn history_counts_outside_one_to_five_hundred_are_errors_not_clamped() {
-        for bad in [&b"HISTORY:0"[..], b"HISTORY:501", b"HISTORY:x", b"HISTORY:", b"HISTORY:5:soon"] {
+        for bad in [
+            &b"HISTORY:0"[..],
+            b"HISTORY:501",
+            b"HISTORY:x",
+            b"HISTORY:",
+            b"HISTORY:5:soon",
+        ] {
             assert_eq!(
                 parse_frame(bad),
                 Err(ParseError::Usage(HISTORY_USAGE)),
@@ -690,7 +707,10 @@ mod tests {
                 bad.escape_ascii()
             );
         }
-        assert_eq!(parse_text(b"/history 0"), Err(ParseError::Usage(HISTORY_USAGE)));
+        assert_eq!(
+            parse_text(b"/history 0"),
+            Err(ParseError::Usage(HISTORY_USAGE))
+        );
     }
 
     #[test]

@@ -249,19 +249,19 @@ impl Conn {
 
     /// Keeps input the line budget cut off, to be parsed first next turn. Only an
     /// open connection's input is kept: the rest would be dropped anyway.
-    pub fn hold(&mut self, input: &[u8]) {
+    pub fn keep_unparsed(&mut self, input: &[u8]) {
         if self.state == State::Open {
             self.held.extend_from_slice(input);
         }
     }
 
     /// Takes the held input (empty if none).
-    pub fn take_held(&mut self) -> Vec<u8> {
+    pub fn take_unparsed(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.held)
     }
 
     /// Whether input is held from an earlier turn.
-    pub fn has_held(&self) -> bool {
+    pub fn has_unparsed(&self) -> bool {
         !self.held.is_empty()
     }
 

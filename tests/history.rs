@@ -17,10 +17,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "loopchat-history-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("loopchat-history-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -81,7 +79,11 @@ fn read_replay(c: &mut Client, room: &str, n: usize) -> Vec<(String, String)> {
 
 /// Connects, takes `name`, and reads the replay of the lobby (`n` messages).
 #[track_caller]
-fn join_with_replay(addr: std::net::SocketAddr, name: &str, n: usize) -> (Client, Vec<(String, String)>) {
+fn join_with_replay(
+    addr: std::net::SocketAddr,
+    name: &str,
+    n: usize,
+) -> (Client, Vec<(String, String)>) {
     let mut c = Client::connect(addr);
     c.send_line(&format!("JOIN:{name}"));
     c.expect_line(&format!("SERVER:you are {name} in #lobby\n"));
@@ -90,7 +92,10 @@ fn join_with_replay(addr: std::net::SocketAddr, name: &str, n: usize) -> (Client
 }
 
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 #[test]
@@ -105,7 +110,11 @@ fn entering_a_room_replays_its_last_messages_then_the_end_line() {
     let (mut bob, replay) = join_with_replay(server.addr, "bob", 3);
     assert_eq!(
         replay,
-        pairs(&[("alice", "message 0"), ("alice", "message 1"), ("alice", "message 2")])
+        pairs(&[
+            ("alice", "message 0"),
+            ("alice", "message 1"),
+            ("alice", "message 2")
+        ])
     );
     alice.expect_line("JOIN:bob\n");
     alice.send_line("SAY::live");
@@ -148,15 +157,12 @@ fn paging_goes_back_with_before() {
     assert_eq!(last_two[0].3, "m3");
     assert_eq!(last_two[1].3, "m4");
     alice.send_line(&format!("HISTORY:10:{}", last_two[0].1));
-    let earlier: Vec<String> = (0..3)
-        .map(|_| history_line(&alice.read_line()).3)
-        .collect();
+    let earlier: Vec<String> = (0..3).map(|_| history_line(&alice.read_line()).3).collect();
     assert_eq!(earlier, ["m0", "m1", "m2"]);
     alice.expect_line("SERVER:end of history for #lobby\n");
     alice.send_line("HISTORY:0");
-    alice.expect_line(
-        "ERROR:usage: HISTORY:<n> or HISTORY:<n>:<before_unix_ms>, n from 1 to 500\n",
-    );
+    alice
+        .expect_line("ERROR:usage: HISTORY:<n> or HISTORY:<n>:<before_unix_ms>, n from 1 to 500\n");
     alice.send_line("HISTORY:501");
     alice.expect_prefix("ERROR:usage: HISTORY:");
 }
@@ -252,17 +258,36 @@ fn a_kill_after_a_flush_loses_nothing_flushed() {
     let mut first = Binary::start(&["--db", db, "--db-flush", "10ms", "--history-replay", "20"]);
     let (mut alice, _) = join_with_replay(first.addr, "alice", 0);
     alice.send_line("SAY::committed");
-    // A query is answered only after what came before it is committed: once the page
-    // comes back, the message is on disk.
-    alice.send_line("HISTORY:1");
-    assert_eq!(history_line(&alice.read_line()).3, "committed");
-    alice.expect_line("SERVER:end of history for #lobby\n");
+    // Wait, through a reader of the database file, for the group commit to happen.
+    let deadline = std::time::Instant::now() + util::TIMEOUT;
+    while !committed(db, "committed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not committed within the flush interval"
+        );
+        alice.barrier();
+    }
     first.signal(libc::SIGKILL);
     first.wait(Duration::from_secs(5));
 
     let second = Binary::start(&["--db", db, "--history-replay", "20"]);
     let (_bob, replay) = join_with_replay(second.addr, "bob", 1);
     assert_eq!(replay, pairs(&[("alice", "committed")]));
+}
+
+/// Whether a message with `text` is committed in the database at `db`, as another
+/// reader of the file sees it.
+fn committed(db: &str, text: &str) -> bool {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, flags) else {
+        return false;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM messages WHERE text = ?1",
+        [text],
+        |row| row.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
 }
 
 /// Runs `loopchat server` with `args` and expects it to exit 1 before listening, with
@@ -278,7 +303,10 @@ fn fails_to_start(args: &[&str], needle: &str) {
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains(needle), "expected {needle:?} in: {said}");
-    assert!(!said.contains("listening on"), "it must fail before listening: {said}");
+    assert!(
+        !said.contains("listening on"),
+        "it must fail before listening: {said}"
+    );
 }
 
 #[test]
@@ -295,4 +323,42 @@ fn a_database_that_cannot_be_used_stops_the_server_before_it_listens() {
     let db = db.to_str().unwrap();
     let _holder = Binary::start(&["--db", db]);
     fails_to_start(&["--db", db], "chat.db");
+}
+
+#[test]
+fn what_is_said_while_a_replay_loads_comes_after_the_end_line() {
+    let dir = TempDir::new("hold");
+    let server = start(with_history(Some(&dir.db())));
+    let (mut alice, _) = join_with_replay(server.addr, "alice", 0);
+    alice.send_line("JOIN:#quiet");
+    alice.expect_line("SERVER:you are now in #quiet\n");
+    read_replay(&mut alice, "#quiet", 0);
+    for i in 0..3 {
+        alice.send_line(&format!("SAY::old {i}"));
+    }
+    // The room empties, so its tail leaves memory: the next entry asks the store.
+    alice.send_line("JOIN:#lobby");
+    alice.expect_line("SERVER:you are now in #lobby\n");
+    read_replay(&mut alice, "#lobby", 0);
+    alice.barrier();
+
+    let (mut bob, _) = join_with_replay(server.addr, "bob", 0);
+    let (mut carol, _) = join_with_replay(server.addr, "carol", 0);
+    bob.expect_line("JOIN:carol\n");
+    bob.send_line("JOIN:#quiet");
+    bob.expect_line("SERVER:you are now in #quiet\n");
+    // Whether or not bob's replay has loaded yet, what carol does now reaches bob
+    // after it.
+    carol.send_line("JOIN:#quiet");
+    carol.send_line("SAY::live");
+    let old = read_replay(&mut bob, "#quiet", 3);
+    assert_eq!(
+        old,
+        pairs(&[("alice", "old 0"), ("alice", "old 1"), ("alice", "old 2")])
+    );
+    bob.expect_line("JOIN:carol\n");
+    bob.expect_line("SAY:carol:live\n");
+    carol.expect_line("LEAVE:bob\n");
+    carol.expect_line("SERVER:you are now in #quiet\n");
+    assert_eq!(read_replay(&mut carol, "#quiet", 3), old);
 }

@@ -15,8 +15,10 @@ use crate::server::stats::Summary;
 
 /// Flags that lift loopchat's abuse limits, so one loopback address can open thousands
 /// of connections and send as fast as it likes: per connection and per IP, on
-/// connecting and on sending, and the private-message receive rate.
-pub const LIFT_LIMITS: [&str; 12] = [
+/// connecting and on sending, and the private-message receive rate. History is kept in
+/// memory (no database file where the bench runs) and not replayed on joining, unless
+/// a scenario sets those flags itself.
+pub const LIFT_LIMITS: [&str; 16] = [
     "--rate",
     "0",
     "--connect-rate",
@@ -28,6 +30,10 @@ pub const LIFT_LIMITS: [&str; 12] = [
     "--ip-rate",
     "0",
     "--msg-in-rate",
+    "0",
+    "--db",
+    "none",
+    "--history-replay",
     "0",
 ];
 
@@ -259,6 +265,7 @@ mod tests {
                 ..Stats::default()
             },
             bans: 0,
+            unsaved: 0,
         };
         let (first, second) = (summary(90, 45), summary(10, 5));
         // Only whole summary lines count, not a line that merely looks like one.

@@ -9,7 +9,7 @@
 //! room's last messages, `SERVER:end of history for #room`, then what was said since.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 
@@ -66,6 +66,14 @@ fn fold(room: &str) -> Box<str> {
     room.to_ascii_lowercase().into()
 }
 
+/// The tail of `room` in `rooms`, made if the room has none yet.
+fn tail_of<'r>(rooms: &'r mut HashMap<Box<str>, Tail>, room: &str) -> &'r mut Tail {
+    rooms.entry(fold(room)).or_insert_with(|| Tail {
+        name: room.into(),
+        ..Tail::default()
+    })
+}
+
 /// Now in Unix milliseconds.
 fn unix_ms() -> i64 {
     SystemTime::now()
@@ -97,7 +105,7 @@ impl History {
     /// Records a room message: its time (strictly increasing within the room), the
     /// room's tail, and the store.
     fn record(&mut self, room: &str, from: &str, text: &str) {
-        let tail = self.tail(room);
+        let tail = tail_of(&mut self.rooms, room);
         let at_ms = unix_ms().max(tail.last_ms.saturating_add(1));
         tail.last_ms = at_ms;
         let message = Message {
@@ -115,14 +123,6 @@ impl History {
         }
     }
 
-    /// The tail of `room`, made if the room has none yet.
-    fn tail(&mut self, room: &str) -> &mut Tail {
-        self.rooms.entry(fold(room)).or_insert_with(|| Tail {
-            name: room.into(),
-            ..Tail::default()
-        })
-    }
-
     /// A member entered `room`: replays its tail at once if the loop has it, else
     /// holds the member's output and asks the store. Returns the tag to time out, if a
     /// question was put.
@@ -131,7 +131,7 @@ impl History {
             return None;
         }
         let key = fold(room);
-        let tail = self.tail(room);
+        let tail = tail_of(&mut self.rooms, room);
         if tail.loaded {
             replay(conns, id, room, tail.messages.iter(), self.replay);
             return None;
@@ -185,7 +185,9 @@ impl History {
     /// get what the loop has.
     pub(super) fn timed_out(&mut self, tag: Tag, conns: &mut Conns) {
         if let Some(Pending::Load { room }) = self.pending.remove(&tag) {
-            warn!("history for {room:?} not loaded within {REPLAY_WAIT:?}; replaying what is in memory");
+            warn!(
+                "history for {room:?} not loaded within {REPLAY_WAIT:?}; replaying what is in memory"
+            );
             self.finish_load(&room, Vec::new(), conns);
         }
     }
@@ -250,10 +252,26 @@ fn replay<'m>(
 /// The server's [`Outbox`]: the connection table for delivery, with history beside it
 /// to see room messages and entries.
 pub(super) struct Delivery<'a> {
-    pub(super) conns: &'a mut Conns,
-    pub(super) history: &'a mut History,
+    conns: &'a mut Conns,
+    history: &'a mut History,
     /// Questions put to the store during this delivery, to time out.
-    pub(super) asked: &'a mut Vec<Tag>,
+    asked: &'a mut Vec<Tag>,
+}
+
+impl<'a> Delivery<'a> {
+    /// The outbox for one call into the hub. Questions it puts to the store are left
+    /// in `asked`, for the loop to arm their timeouts.
+    pub(super) fn new(
+        conns: &'a mut Conns,
+        history: &'a mut History,
+        asked: &'a mut Vec<Tag>,
+    ) -> Delivery<'a> {
+        Delivery {
+            conns,
+            history,
+            asked,
+        }
+    }
 }
 
 impl Outbox for Delivery<'_> {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use log::debug;
 
+use super::history::Delivery;
 use super::{READ_CHUNK, Server};
 use crate::codec::{Command, LineError, ParseError};
 use crate::conn::{Conn, ReadOutcome, State};
@@ -58,7 +59,7 @@ impl Server {
             if conn.state() == State::Closed {
                 break false;
             }
-            let held = conn.take_held();
+            let held = conn.take_unparsed();
             if !held.is_empty() {
                 if !self.handle_input(id, &held, &mut lines_left, now) {
                     break true;
@@ -123,7 +124,7 @@ impl Server {
         let discarded = reader.take_discarded();
         if let Some(conn) = self.conns.get_mut(id) {
             conn.put_reader(reader);
-            conn.hold(&input[used..]);
+            conn.keep_unparsed(&input[used..]);
         }
         if discarded > 0 {
             self.charge_discarded(id, discarded, now);
@@ -185,7 +186,8 @@ impl Server {
             }
             Err(e) => return self.conns.notice(id, Notice::Parse(e)),
         };
-        let next = self.hub.apply(id, cmd, &mut self.delivery());
+        let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
+        let next = self.hub.apply(id, cmd, &mut out);
         self.arm_replay_timers(now);
         if next == Next::Leave {
             if let Command::Leave(reason) = cmd {

@@ -409,17 +409,6 @@ impl Server {
         }
     }
 
-    /// The hub's outbox for one call: the connection table, with history beside it.
-    /// Questions it puts to the store get their timeouts from
-    /// [`Server::arm_replay_timers`].
-    fn delivery(&mut self) -> Delivery<'_> {
-        Delivery {
-            conns: &mut self.conns,
-            history: &mut self.history,
-            asked: &mut self.asked,
-        }
-    }
-
     /// Arms a timeout for each question put to the store since the last call.
     fn arm_replay_timers(&mut self, now: Instant) {
         for tag in self.asked.drain(..) {
@@ -447,7 +436,11 @@ impl Server {
     fn reap(&mut self, now: Instant) {
         while let Some(id) = self.conns.next_to_close() {
             let announce = !self.shutting_down;
-            self.hub.remove(id, announce, &mut self.delivery());
+            self.hub.remove(
+                id,
+                announce,
+                &mut Delivery::new(&mut self.conns, &mut self.history, &mut self.asked),
+            );
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
@@ -470,7 +463,11 @@ impl Server {
     /// was draining and has sent everything).
     fn remove_now(&mut self, id: ConnId, now: Instant) {
         let announce = !self.shutting_down;
-        self.hub.remove(id, announce, &mut self.delivery());
+        self.hub.remove(
+            id,
+            announce,
+            &mut Delivery::new(&mut self.conns, &mut self.history, &mut self.asked),
+        );
         let Some(mut conn) = self.conns.remove(id) else {
             return;
         };
