@@ -9,11 +9,10 @@
 //! batch and the server flushes it once before polling again. Buffers are allocated only
 //! while they hold data, so an idle connection costs a few hundred bytes.
 
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::codec::{self, Command, Dialect, LineReader, ParseError, TelnetFilter};
@@ -21,6 +20,8 @@ use crate::hub::ConnId;
 use crate::outq::{BufferPool, OutQueue, Written};
 use crate::rate::{MessageLimit, TokenBucket};
 use crate::timer::TimerId;
+use crate::transport::Got;
+pub use crate::transport::Transport;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,58 +78,6 @@ impl std::fmt::Display for Eviction {
                 f,
                 "{queued} bytes queued while all queues together passed --max-output-total"
             ),
-        }
-    }
-}
-
-/// The byte stream under a connection. Only plain TCP today; a TLS session is another
-/// variant, so the loop need not know which it drives.
-#[derive(Debug)]
-pub enum Transport {
-    /// A plain TCP socket.
-    Plain(TcpStream),
-}
-
-impl Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(s) => s.read(buf),
-        }
-    }
-
-    fn write_from(&mut self, out: &mut OutQueue, pool: &mut BufferPool) -> io::Result<Written> {
-        match self {
-            Transport::Plain(s) => out.write_to(s, pool),
-        }
-    }
-
-    /// Whether a read shorter than the buffer proves the socket is drained, so the
-    /// next read would only say `WouldBlock`. True for TCP (epoll(7): for stream sockets
-    /// a short read means the input is exhausted, and new data raises a new edge); not
-    /// for a transport that hands out its input in pieces of its own.
-    fn short_read_drains(&self) -> bool {
-        match self {
-            Transport::Plain(_) => true,
-        }
-    }
-
-    /// Whether the transport itself has bytes to send (handshakes, alerts), beside the
-    /// connection's queue.
-    fn wants_write(&self) -> bool {
-        match self {
-            Transport::Plain(_) => false,
-        }
-    }
-
-    fn socket(&mut self) -> &mut TcpStream {
-        match self {
-            Transport::Plain(s) => s,
-        }
-    }
-
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(s) => s.shutdown(Shutdown::Write),
         }
     }
 }
@@ -251,8 +200,14 @@ impl Conn {
         self.dialect.unwrap_or(Dialect::Frames)
     }
 
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written: in the connection's queue, and held by its
+    /// transport (inside a TLS session).
     pub fn pending(&self) -> usize {
+        self.out.pending() + self.transport.buffered()
+    }
+
+    /// Bytes in the connection's own queue (what the table's total counts).
+    pub fn queued(&self) -> usize {
         self.out.pending()
     }
 
@@ -320,19 +275,19 @@ impl Conn {
     pub fn read_into(&mut self, buf: &mut [u8], now: Instant) -> ReadOutcome {
         loop {
             return match self.transport.read(buf) {
-                Ok(0) => {
+                Ok(Got::Eof) => {
                     self.input_ended = true;
                     ReadOutcome::Eof
                 }
-                Ok(raw) => {
+                Ok(Got::Data { plain, raw }) => {
                     // Only an open connection's input is used: after LEAVE, at shutdown,
                     // or after a FIN, it is read (to avoid a reset) and dropped.
                     let len = if self.state != State::Open {
                         0
                     } else if self.dialect == Some(Dialect::Frames) {
-                        raw
+                        plain
                     } else {
-                        self.telnet.filter(&mut buf[..raw])
+                        self.telnet.filter(&mut buf[..plain])
                     };
                     if self.state == State::Open {
                         self.last_active = now;
@@ -348,6 +303,17 @@ impl Conn {
                 Err(e) => ReadOutcome::Failed(e),
             };
         }
+    }
+
+    /// Whether a TLS handshake is still going on (it has a budget of its own per turn).
+    pub fn is_handshaking(&self) -> bool {
+        self.transport.is_handshaking()
+    }
+
+    /// Whether the transport has bytes of its own to send (a handshake's records), so
+    /// the connection needs a flush even with nothing queued.
+    pub fn transport_wants_write(&self) -> bool {
+        self.transport.wants_write()
     }
 
     /// Takes the line reader out while its lines are handled (they may touch this
@@ -405,7 +371,7 @@ impl Conn {
     /// first output after a quiet spell is never delayed), else one interval after the
     /// last write.
     pub fn coalesce_until(&self, interval: std::time::Duration, now: Instant) -> Option<Instant> {
-        if self.write_blocked || self.state != State::Open {
+        if self.write_blocked || self.state != State::Open || self.transport.is_handshaking() {
             return None;
         }
         let due = self.last_write?.checked_add(interval)?;
@@ -443,7 +409,7 @@ impl Conn {
         if self.state == State::Closed {
             return None;
         }
-        let dropped = self.pending();
+        let dropped = self.queued();
         self.state = State::Closed;
         self.eviction = eviction;
         self.out.clear(pool);
@@ -505,6 +471,13 @@ impl Conn {
         } else {
             Interest::READABLE
         }
+    }
+
+    /// Registers the connection's socket with the poller, for reading, under its
+    /// id's token.
+    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        let token = Token(self.id.index());
+        registry.register(self.transport.socket(), token, Interest::READABLE)
     }
 
     /// Re-registers with `registry` if the interest changed.

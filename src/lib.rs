@@ -20,6 +20,7 @@
 //! - [`hub`]: chat state (names, rooms, membership); applies commands, says who gets
 //!   what; connection ids.
 //! - [`conn`]: one connection: transport, line reader, output queue, interest.
+//! - [`transport`]: the stream under a connection: plain TCP or TLS (rustls).
 //! - [`server`]: the event loop (`server/mod.rs`), the connection table and output
 //!   limits (`conns`), accepting (`accept`), the inbox for other threads (`inbox`) and
 //!   the counters and summary line (`stats`).
@@ -45,6 +46,7 @@ pub mod rate;
 pub mod server;
 pub mod timer;
 pub mod tls;
+pub mod transport;
 
 pub use config::ServerConfig;
 pub use server::{Server, ServerHandle};

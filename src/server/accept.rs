@@ -2,12 +2,13 @@
 //! (client cap, bans, per-IP limits), refusals, and the retry after running out of
 //! descriptors.
 //!
-//! A listener has a kind; today every listener speaks chat over plain TCP. Another
-//! kind (TLS, metrics) is a new [`ListenerKind`] and an arm where a connection is
+//! A listener has a kind: chat over plain TCP, or chat inside TLS. Another kind
+//! (metrics, WebSocket) is a new [`ListenerKind`] and an arm where a connection is
 //! made, not a new special case in the loop.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -40,6 +41,8 @@ pub(super) const LISTENER_BASE: usize = usize::MAX - 1024;
 pub(super) enum ListenerKind {
     /// The chat protocol (frames or text) over plain TCP.
     Chat,
+    /// The same inside TLS.
+    Tls,
 }
 
 /// One listening socket.
@@ -129,7 +132,7 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut socket: TcpStream, addr: SocketAddr, kind: ListenerKind, now: Instant) {
+    fn admit(&mut self, socket: TcpStream, addr: SocketAddr, kind: ListenerKind, now: Instant) {
         let peer = self.peer(addr);
         if self.shutting_down {
             return;
@@ -172,12 +175,22 @@ impl Server {
             }
         }
         let registry = self.poll.registry();
+        let tls = self.tls.as_ref().map(|t| Arc::clone(&t.config));
         let made = self.conns.insert(|id| {
-            registry.register(&mut socket, Token(id.index()), Interest::READABLE)?;
-            let transport = match kind {
-                ListenerKind::Chat => Transport::Plain(socket),
+            let transport = match (kind, tls) {
+                (ListenerKind::Chat, _) => Transport::Plain(socket),
+                (ListenerKind::Tls, Some(config)) => {
+                    let session = rustls::ServerConnection::new(config)
+                        .map_err(|e| io::Error::other(format!("TLS session: {e}")))?;
+                    Transport::tls(socket, session)
+                }
+                (ListenerKind::Tls, None) => {
+                    return Err(io::Error::other("TLS listener without a certificate"));
+                }
             };
-            Ok::<_, io::Error>(Conn::new(id, transport, addr, now))
+            let mut conn = Conn::new(id, transport, addr, now);
+            conn.register(registry)?;
+            Ok::<_, io::Error>(conn)
         });
         let id = match made {
             Ok(id) => id,

@@ -183,7 +183,7 @@ impl Conns {
     /// Takes a connection out of the table.
     pub(super) fn remove(&mut self, id: ConnId) -> Option<Conn> {
         let conn = self.get(id)?;
-        self.queued -= conn.pending();
+        self.queued -= conn.queued();
         Some(self.slab.remove(id.index()))
     }
 

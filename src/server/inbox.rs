@@ -22,6 +22,8 @@ const INBOX_CAPACITY: usize = 4096;
 pub enum LoopMsg {
     /// Shut down gracefully; a second one exits at once.
     Shutdown,
+    /// Re-read what can be re-read (the TLS certificate), as SIGHUP does.
+    Reload,
 }
 
 /// The sending side, for any thread.

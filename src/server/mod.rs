@@ -16,9 +16,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::abuse::Abuse;
@@ -83,6 +85,20 @@ impl ServerHandle {
             log::warn!("shutdown request dropped: the server's inbox is full");
         }
     }
+
+    /// Re-reads the TLS certificate and key, as SIGHUP does.
+    pub fn reload(&self) {
+        if self.inbox.send(LoopMsg::Reload).is_err() {
+            log::warn!("reload request dropped: the server's inbox is full");
+        }
+    }
+}
+
+/// The TLS certificate in use and where it came from (re-read on SIGHUP).
+struct TlsSetup {
+    config: Arc<rustls::ServerConfig>,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 /// A bound server. [`Server::run`] drives it until shutdown.
@@ -90,6 +106,8 @@ pub struct Server {
     config: ServerConfig,
     poll: Poll,
     listeners: Vec<Listener>,
+    /// The TLS configuration new TLS connections get, if a TLS listener is open.
+    tls: Option<TlsSetup>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     inbox: Inbox,
     conns: Conns,
@@ -97,6 +115,8 @@ pub struct Server {
     abuse: Abuse,
     timers: TimerWheel<Timer>,
     read_buf: Vec<u8>,
+    /// TLS handshake steps left this turn ([`input::HANDSHAKE_BUDGET`]).
+    handshakes_left: usize,
     max_clients: usize,
     accept_paused: bool,
     /// Whether the last `accept` failed for want of descriptors (logged once).
@@ -107,21 +127,54 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener, raises the open-files limit and derives the client cap.
+    /// Binds the listeners, loads the TLS certificate, raises the open-files limit and
+    /// derives the client cap. A bad combination of flags or an unusable certificate
+    /// is an error that says what is wrong, before anything listens.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let now = Instant::now();
         let poll = Poll::new()?;
-        let listeners = vec![Listener::bind(
-            poll.registry(),
-            0,
-            config.addr,
-            config.backlog,
-            ListenerKind::Chat,
-        )?];
+        let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
+            (None, None, None) => None,
+            (Some(_), Some(cert), Some(key)) => Some(TlsSetup {
+                config: crate::tls::server_config(cert, key)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--tls-listen, --tls-cert and --tls-key go together",
+                ));
+            }
+        };
+        let mut wanted = Vec::new();
+        if config.no_plain {
+            if tls.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--no-plain needs a TLS listener (--tls-listen, --tls-cert, --tls-key)",
+                ));
+            }
+            if config.addr != ServerConfig::default().addr {
+                warn!("--no-plain: the address {} is not listened on", config.addr);
+            }
+        } else {
+            wanted.push((config.addr, ListenerKind::Chat));
+        }
+        if let Some(addr) = config.tls_listen {
+            wanted.push((addr, ListenerKind::Tls));
+        }
+        let listeners = wanted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (addr, kind))| Listener::bind(poll.registry(), i, addr, config.backlog, kind))
+            .collect::<io::Result<Vec<_>>>()?;
         let inbox = Inbox::new(poll.registry(), WAKER)?;
         let signals = if config.handle_signals {
-            use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+            let mut signals =
+                signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             Some(signals)
@@ -137,7 +190,14 @@ impl Server {
             } else {
                 listener.addr.to_string()
             };
-            info!("listening on {shown} (open files limit {limit}, max clients {max_clients})");
+            let tls = if listener.kind == ListenerKind::Tls {
+                " for TLS"
+            } else {
+                ""
+            };
+            info!(
+                "listening on {shown}{tls} (open files limit {limit}, max clients {max_clients})"
+            );
         }
 
         let mut timers = TimerWheel::new(TIMER_TICK, TIMER_SLOTS, now);
@@ -151,10 +211,12 @@ impl Server {
             config,
             poll,
             listeners,
+            tls,
             signals,
             inbox,
             timers,
             read_buf: vec![0; READ_CHUNK],
+            handshakes_left: input::HANDSHAKE_BUDGET,
             max_clients,
             accept_paused: false,
             out_of_fds: false,
@@ -164,12 +226,22 @@ impl Server {
         })
     }
 
-    /// The address the (first) chat listener is bound to (useful with port 0).
+    /// The address the plain chat listener is bound to (useful with port 0); with
+    /// `--no-plain`, the TLS listener's.
     pub fn local_addr(&self) -> SocketAddr {
         self.listeners
             .iter()
             .find(|l| l.kind == ListenerKind::Chat)
+            .or(self.listeners.first())
             .map_or(self.config.addr, |l| l.addr)
+    }
+
+    /// The address the TLS listener is bound to, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.kind == ListenerKind::Tls)
+            .map(|l| l.addr)
     }
 
     /// A handle that can stop the server from another thread.
@@ -186,6 +258,7 @@ impl Server {
         loop {
             let now = Instant::now();
             self.conns.set_now(now);
+            self.handshakes_left = input::HANDSHAKE_BUDGET;
             self.timers.poll(now, &mut fired);
             for timer in fired.drain(..) {
                 self.on_timer(timer, now);
@@ -439,10 +512,10 @@ impl Server {
             received.extend(signals.pending());
         }
         for signal in received {
-            if signal == signal_hook::consts::SIGUSR1 {
-                self.log_bans(now);
-            } else {
-                self.begin_shutdown(now);
+            match signal {
+                signal_hook::consts::SIGUSR1 => self.log_bans(now),
+                signal_hook::consts::SIGHUP => self.reload(),
+                _ => self.begin_shutdown(now),
             }
         }
     }
@@ -451,7 +524,25 @@ impl Server {
         while let Some(msg) = self.inbox.try_recv() {
             match msg {
                 LoopMsg::Shutdown => self.begin_shutdown(now),
+                LoopMsg::Reload => self.reload(),
             }
+        }
+    }
+
+    /// SIGHUP: re-reads the TLS certificate and key. New connections get the new pair;
+    /// open ones keep theirs. A file that does not load is logged and the old pair
+    /// stays.
+    fn reload(&mut self) {
+        let Some(tls) = &mut self.tls else {
+            info!("reload: nothing to reload (no TLS listener)");
+            return;
+        };
+        match crate::tls::server_config(&tls.cert, &tls.key) {
+            Ok(config) => {
+                tls.config = config;
+                info!("reload: TLS certificate {} loaded", tls.cert.display());
+            }
+            Err(e) => warn!("reload: {e}; keeping the certificate in use"),
         }
     }
 

@@ -66,7 +66,12 @@ pub struct TestServer {
 #[track_caller]
 pub fn start(config: ServerConfig) -> TestServer {
     init_logging();
-    let server = Server::bind(config).expect("bind the test server");
+    start_bound(Server::bind(config).expect("bind the test server"))
+}
+
+/// Runs an already bound server on a thread of its own.
+#[track_caller]
+pub fn start_bound(server: Server) -> TestServer {
     let addr = server.local_addr();
     let handle = server.handle();
     let (tx, done) = mpsc::channel();
