@@ -1,8 +1,12 @@
 //! The result of a run: one plain struct ([`Report`]) that tests assert on, printed as a
 //! table for people ([`Report`]'s `Display`) and as JSON for machines
-//! ([`Report::to_json`], written by hand: the shape is small and fixed).
+//! ([`Report::to_json`], through the small writer in `json`).
 
-use std::fmt::{self, Write as _};
+mod json;
+
+use std::fmt;
+
+use json::Json;
 
 /// Latency percentiles of delivered messages, in microseconds, from an HdrHistogram
 /// (3 significant digits).
@@ -184,20 +188,7 @@ impl Report {
         j.num("echoes", self.echoes as f64);
         j.num("deliveries_per_sec", self.deliveries_per_sec);
         j.key("latency_us");
-        match &self.latency {
-            Some(l) => {
-                j.open();
-                j.num("count", l.count as f64);
-                j.num("mean", l.mean_us);
-                j.num("p50", l.p50_us as f64);
-                j.num("p90", l.p90_us as f64);
-                j.num("p99", l.p99_us as f64);
-                j.num("p99.9", l.p999_us as f64);
-                j.num("max", l.max_us as f64);
-                j.close();
-            }
-            None => j.null(),
-        }
+        j.latency(self.latency.as_ref());
         j.num("stalled_evicted", self.stalled_evicted as f64);
         j.key("server");
         match &self.server {
@@ -225,89 +216,6 @@ impl Report {
         j.close();
         j.out.push('\n');
         j.out
-    }
-}
-
-/// A minimal JSON writer: objects, numbers, strings, lists of strings.
-#[derive(Default)]
-struct Json {
-    out: String,
-    /// Whether the current object already has a member (a comma is due).
-    comma: Vec<bool>,
-}
-
-impl Json {
-    fn open(&mut self) {
-        self.out.push('{');
-        self.comma.push(false);
-    }
-    fn close(&mut self) {
-        self.out.push('}');
-        self.comma.pop();
-    }
-    fn key(&mut self, k: &str) {
-        if let Some(c) = self.comma.last_mut() {
-            if *c {
-                self.out.push(',');
-            }
-            *c = true;
-        }
-        self.string(k);
-        self.out.push(':');
-    }
-    fn raw(&mut self, v: &str) {
-        self.out.push_str(v);
-    }
-    fn null(&mut self) {
-        self.out.push_str("null");
-    }
-    fn num(&mut self, k: &str, v: f64) {
-        self.key(k);
-        if !v.is_finite() {
-            self.null();
-        } else if v.fract() == 0.0 && v.abs() < 1e15 {
-            let _ = write!(self.out, "{}", v as i64);
-        } else {
-            let _ = write!(self.out, "{v:.6}");
-        }
-    }
-    fn opt(&mut self, k: &str, v: Option<f64>) {
-        match v {
-            Some(v) => self.num(k, v),
-            None => {
-                self.key(k);
-                self.null();
-            }
-        }
-    }
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        self.string(v);
-    }
-    fn list(&mut self, items: &[String]) {
-        self.out.push('[');
-        for (i, s) in items.iter().enumerate() {
-            if i > 0 {
-                self.out.push(',');
-            }
-            self.string(s);
-        }
-        self.out.push(']');
-    }
-    fn string(&mut self, s: &str) {
-        self.out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.out, "\\u{:04x}", c as u32);
-                }
-                c => self.out.push(c),
-            }
-        }
-        self.out.push('"');
     }
 }
 
@@ -508,30 +416,5 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_escapes_and_nests() {
-        let mut j = Json::default();
-        j.open();
-        j.str("a", "x\"y\n");
-        j.num("n", 2.0);
-        j.num("f", 0.5);
-        j.key("o");
-        j.open();
-        j.opt("none", None);
-        j.close();
-        j.key("l");
-        j.list(&["p".into(), "q".into()]);
-        j.close();
-        assert_eq!(
-            j.out,
-            r#"{"a":"x\"y\n","n":2,"f":0.500000,"o":{"none":null},"l":["p","q"]}"#
-        );
     }
 }
