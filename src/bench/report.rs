@@ -6,13 +6,14 @@ mod json;
 
 use std::fmt;
 
+use hdrhistogram::Histogram;
 use json::Json;
 
-/// Latency percentiles of delivered messages, in microseconds, from an HdrHistogram
-/// (3 significant digits).
+/// Latency percentiles in microseconds, from an HdrHistogram (3 significant digits):
+/// of delivered messages, or of TLS handshakes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {
-    /// Deliveries measured.
+    /// Deliveries (or handshakes) measured.
     pub count: u64,
     /// Mean.
     pub mean_us: f64,
@@ -26,6 +27,24 @@ pub struct Latency {
     pub p999_us: u64,
     /// Largest.
     pub max_us: u64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram in microseconds; `None` if it is empty.
+    pub fn of(hist: &Histogram<u64>) -> Option<Latency> {
+        if hist.is_empty() {
+            return None;
+        }
+        Some(Latency {
+            count: hist.len(),
+            mean_us: hist.mean(),
+            p50_us: hist.value_at_quantile(0.50),
+            p90_us: hist.value_at_quantile(0.90),
+            p99_us: hist.value_at_quantile(0.99),
+            p999_us: hist.value_at_quantile(0.999),
+            max_us: hist.max(),
+        })
+    }
 }
 
 /// What `/proc` said about the server process.
@@ -75,6 +94,8 @@ pub struct Report {
     pub threads: usize,
     /// Source addresses used (0: the kernel's choice).
     pub source_ips: usize,
+    /// Whether the clients spoke TLS.
+    pub tls: bool,
 
     /// Connections established (stalled ones included).
     pub established: u64,
@@ -92,6 +113,15 @@ pub struct Report {
     pub server_errors: u64,
     /// The first few distinct `ERROR:` lines.
     pub server_error_samples: Vec<String>,
+
+    /// TLS handshakes completed.
+    pub handshakes: u64,
+    /// Handshakes completed per second of the connect phase (which, over TLS, ends
+    /// when the last handshake does).
+    pub handshakes_per_sec: f64,
+    /// Time from a connect's start to its TLS handshake's end (None without TLS
+    /// handshakes).
+    pub handshake_latency: Option<Latency>,
 
     /// Connect phase, seconds.
     pub connect_secs: f64,
@@ -158,6 +188,8 @@ impl Report {
         j.num("payload", self.payload as f64);
         j.num("threads", self.threads as f64);
         j.num("source_ips", self.source_ips as f64);
+        j.key("tls");
+        j.raw(if self.tls { "true" } else { "false" });
         j.num("established", self.established as f64);
         j.num("connect_failed", self.connect_failed as f64);
         j.num("joined", self.joined as f64);
@@ -172,6 +204,10 @@ impl Report {
         j.num("server_errors", self.server_errors as f64);
         j.key("server_error_samples");
         j.list(&self.server_error_samples);
+        j.num("handshakes", self.handshakes as f64);
+        j.num("handshakes_per_sec", self.handshakes_per_sec);
+        j.key("handshake_us");
+        j.latency(self.handshake_latency.as_ref());
         j.num("connect_secs", self.connect_secs);
         j.num("join_secs", self.join_secs);
         j.num("idle_secs", self.idle_secs);
@@ -247,10 +283,11 @@ impl fmt::Display for Report {
         let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<14}{v}");
         writeln!(
             f,
-            "loopchat bench: {} ({}), {} clients{} in {} room(s), {}, {} thread(s), {} source \
+            "loopchat bench: {} ({}{}), {} clients{} in {} room(s), {}, {} thread(s), {} source \
              address(es)",
             self.addr,
             self.dialect,
+            if self.tls { " over TLS" } else { "" },
             self.clients,
             if self.stalled > 0 {
                 format!(" + {} stalled", self.stalled)
@@ -295,6 +332,25 @@ impl fmt::Display for Report {
                 self.drain_secs
             ),
         )?;
+        if self.tls {
+            let percentiles = match &self.handshake_latency {
+                Some(l) => format!(
+                    "; ms p50 {}  p99 {}  max {}",
+                    ms(l.p50_us),
+                    ms(l.p99_us),
+                    ms(l.max_us)
+                ),
+                None => String::new(),
+            };
+            row(
+                f,
+                "handshakes",
+                format!(
+                    "{} TLS handshakes, {:.0}/s{percentiles}",
+                    self.handshakes, self.handshakes_per_sec
+                ),
+            )?;
+        }
         let send_rate = if self.steady_secs > 0.0 {
             self.sent as f64 / self.steady_secs
         } else {
