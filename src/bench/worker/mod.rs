@@ -27,7 +27,7 @@ use super::config::BenchConfig;
 use super::contract::{Layout, Phase, Shared, WAKE};
 use super::marker::{Marker, Needle};
 use super::tally::{Inbox, Tally};
-use crate::client::transport::Transport;
+use crate::client::transport::{Transport, handshake_error};
 use crate::codec::{LineError, LineReader};
 use crate::outq::{BufferPool, OutQueue};
 use phases::Hooks;
@@ -358,7 +358,9 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if handshaking => {
-                    self.close(i, format!("TLS handshake failed: {e}"));
+                    let addr = self.config.addr.to_string();
+                    let why = handshake_error(&e, &addr, self.config.phase_timeout);
+                    self.close(i, format!("TLS handshake failed: {why}"));
                     break;
                 }
                 Err(e) => {
