@@ -7,34 +7,48 @@
 //! status. The protocol itself belongs to [`crate::codec`]; nothing here knows how the
 //! server works inside.
 //!
-//! A client is one connection, so it uses blocking I/O on a few threads rather than an
-//! event loop; none of them polls:
+//! A client is one connection, so it uses a few threads rather than one event loop for
+//! everything:
 //!
 //! - the *input* thread reads standard input a line at a time (a terminal or a pipe)
 //!   and queues frames on a bounded channel, so a fast pipe waits for a slow server;
-//! - the *writer* thread owns the socket's write side and sends the queued frames in
-//!   order; a `LEAVE:` frame is the last thing it sends;
-//! - the *reader* thread reads the socket and prints each line as soon as it arrives,
-//!   even while the person is typing;
+//! - the *connection* thread ([`link`]) owns the connection, plain or TLS, in a small
+//!   mio loop: it sends the queued frames in order (a `LEAVE:` frame is the last) and
+//!   prints each line from the server as soon as it arrives, even while the person is
+//!   typing;
 //! - a *signal* thread turns SIGINT and SIGTERM into a leave;
-//! - the calling thread waits for whatever ends the session ([`Ending`]) and decides
-//!   the message and the exit status.
+//! - the calling thread connects (and, with `--tls`, completes the handshake, so a
+//!   certificate that does not verify ends the client before it starts), then waits
+//!   for whatever ends the session ([`Ending`]) and decides the message and the exit
+//!   status.
 //!
 //! After a `LEAVE:` (from `/quit`, end of input or Ctrl-C) the client waits, bounded by
-//! `--leave-timeout`, for the server to send what it still owes and close.
+//! `--leave-timeout`, for the server to send what it still owes and close. Over TLS it
+//! sends `close_notify` right after the `LEAVE:`.
+//!
+//! [`transport`] is the connection as a non-blocking byte stream (plain or TLS) and the
+//! TLS handshake; the bench harness drives its TLS clients through it too.
 
-use std::io::{self, Read, Write};
+mod link;
+pub mod transport;
+
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use mio::{Poll, Waker};
 use signal_hook::consts::signal::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::codec::{self, Command, Event, LineReader, ParseError};
 use crate::config::parse_duration;
+use link::{Link, Outbox};
+use transport::{TlsSetup, Transport};
 
 /// Flags of `loopchat client`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,13 +61,29 @@ pub struct ClientArgs {
     #[arg(long, value_parser = parse_name)]
     pub name: Option<String>,
 
-    /// Give up connecting after this long (`500ms`, `5s`, ...).
+    /// Give up connecting after this long (`500ms`, `5s`, ...); with --tls, the
+    /// handshake gets as long again.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Duration,
 
     /// After sending `LEAVE:`, wait this long for the server to close the connection.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub leave_timeout: Duration,
+
+    /// Connect over TLS, verifying the server's certificate for the host part of ADDR
+    /// against the system's root certificates (or --ca).
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls: trust the certificates in this PEM file (a private CA, or the
+    /// server's own self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub ca: Option<PathBuf>,
+
+    /// With --tls: do not verify the server's certificate at all. For testing only:
+    /// anyone between you and the server can read and change the chat.
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    pub insecure: bool,
 }
 
 /// Longest line read from standard input or from the server, in bytes. Far above the
@@ -61,7 +91,7 @@ pub struct ClientArgs {
 /// hostile server sends a line that never ends.
 const MAX_LINE: usize = 1 << 20;
 
-/// Frames queued between the input and writer threads. Small: it only smooths bursts
+/// Frames queued between the input and connection threads. Small: it only smooths bursts
 /// from a pipe; past it the input thread waits for the socket (backpressure).
 const QUEUE: usize = 256;
 
@@ -201,40 +231,53 @@ struct Session {
     peer: SocketAddr,
     /// Everything that may end the session arrives here.
     endings: Receiver<Ending>,
-    /// The writer's queue, for the `LEAVE:` a signal asks for.
-    frames: SyncSender<String>,
+    /// The connection thread's queue, for the `LEAVE:` a signal asks for.
+    frames: Outbox,
 }
 
-/// Connects, sends `JOIN:<name>` if asked, and starts the threads.
+/// Connects (and completes the TLS handshake with `--tls`), then starts the threads;
+/// the connection thread sends `JOIN:<name>` first if asked.
 fn start(args: &ClientArgs) -> Result<Session, String> {
     // Before connecting, so a Ctrl-C from the start is a clean leave, not a kill.
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
-    let mut stream = connect(&args.addr, args.connect_timeout)?;
+    let tls = tls_setup(args)?;
+    let stream = connect(&args.addr, args.connect_timeout)?;
     let peer = stream.peer_addr().map_err(|e| lost(&args.addr, &e))?;
     // Chat lines are small and interactive: do not hold them back to fill a segment.
     let _ = stream.set_nodelay(true);
-    if let Some(name) = &args.name {
-        stream
-            .write_all(format!("JOIN:{name}\n").as_bytes())
-            .map_err(|e| lost(&args.addr, &e))?;
-    }
-    let reader = stream.try_clone().map_err(|e| lost(&args.addr, &e))?;
+    let transport = match &tls {
+        Some(setup) => transport::handshake(stream, setup, &args.addr, args.connect_timeout)?,
+        None => {
+            stream
+                .set_nonblocking(true)
+                .map_err(|e| lost(&args.addr, &e))?;
+            Transport::Plain(mio::net::TcpStream::from_std(stream))
+        }
+    };
+    let poll = Poll::new().map_err(|e| format!("cannot create an event loop: {e}"))?;
+    let waker = Waker::new(poll.registry(), link::WAKE)
+        .map_err(|e| format!("cannot create an event-loop waker: {e}"))?;
+    let (endings_tx, endings) = mpsc::channel();
+    let (frames_tx, frames_rx) = mpsc::sync_channel(QUEUE);
+    let frames = Outbox::new(frames_tx, Arc::new(waker));
+    let about = transport.describe();
+    let verified = match &tls {
+        Some(_) if args.insecure => ", certificate NOT verified",
+        Some(_) => ", certificate verified",
+        None => "",
+    };
+    let join = args.name.as_ref().map(|name| format!("JOIN:{name}"));
+    let link = Link::new(poll, transport, frames_rx, endings_tx.clone(), join)
+        .map_err(|e| format!("cannot watch the connection: {e}"))?;
 
     // Before the threads start, so it comes before anything they print.
-    eprintln!("loopchat: connected to {peer} (/help for commands, /quit or Ctrl-D to leave)");
+    eprintln!(
+        "loopchat: connected to {peer}{about}{verified} (/help for commands, /quit or Ctrl-D \
+         to leave)"
+    );
 
-    let (endings_tx, endings) = mpsc::channel();
-    let (frames, frames_rx) = mpsc::sync_channel(QUEUE);
-
-    spawn("reader", {
-        let endings = endings_tx.clone();
-        move || read_server(reader, &endings)
-    })?;
-    spawn("writer", {
-        let endings = endings_tx.clone();
-        move || write_server(stream, &frames_rx, &endings)
-    })?;
+    spawn("connection", move || link.run())?;
     spawn("input", {
         let endings = endings_tx.clone();
         let frames = frames.clone();
@@ -252,6 +295,25 @@ fn start(args: &ClientArgs) -> Result<Session, String> {
         endings,
         frames,
     })
+}
+
+/// With `--tls`: whom to trust and the name to verify, from the flags and the host part
+/// of the address. `--insecure` is announced on standard error.
+fn tls_setup(args: &ClientArgs) -> Result<Option<TlsSetup>, String> {
+    if !args.tls {
+        return Ok(None);
+    }
+    if args.insecure {
+        eprintln!(
+            "loopchat: WARNING: --insecure: the server's certificate is not verified; \
+             anyone between you and the server can read and change this chat"
+        );
+    }
+    let config =
+        crate::tls::client_config(args.ca.as_deref(), args.insecure).map_err(|e| e.to_string())?;
+    let name = crate::tls::server_name(transport::host_of(&args.addr))
+        .map_err(|e| format!("bad address {:?}: {e}", args.addr))?;
+    Ok(Some(TlsSetup { config, name }))
 }
 
 /// Resolves `addr` and connects to the first address that answers.
@@ -329,7 +391,7 @@ impl Session {
                 }
                 Ending::Signal | Ending::OutputClosed if leaving.is_none() => {
                     // If the queue is full the server is not reading; the timeout ends it.
-                    let _ = self.frames.try_send("LEAVE:".to_owned());
+                    self.frames.try_send("LEAVE:".to_owned());
                     let why = match ending {
                         Ending::Signal => "interrupted",
                         _ => "output closed",
@@ -373,82 +435,8 @@ impl Session {
     }
 }
 
-/// The reader thread: prints what the server sends until it closes.
-fn read_server(mut stream: TcpStream, endings: &Sender<Ending>) {
-    let mut lines = LineReader::default();
-    let mut buf = vec![0; 64 * 1024];
-    let mut out = Vec::new();
-    let mut last_error = None;
-    let mut too_long = 0usize;
-    let mut printing = true;
-    let result = loop {
-        let input: &[u8] = match stream.read(&mut buf) {
-            // A last line without its newline is still printed.
-            Ok(0) if lines.pending() > 0 => b"\n",
-            Ok(0) => break Ok(()),
-            Ok(n) => &buf[..n],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
-        };
-        lines.feed(input, MAX_LINE, |line| match line {
-            Ok(line) => {
-                last_error = line
-                    .strip_prefix(b"ERROR:")
-                    .map(|e| String::from_utf8_lossy(e).into_owned());
-                render(line, &mut out);
-            }
-            Err(codec::LineError::TooLong) => too_long += 1,
-        });
-        if too_long > 0 {
-            eprintln!("loopchat: skipped {too_long} line(s) over {MAX_LINE} bytes from the server");
-            too_long = 0;
-        }
-        if printing && !out.is_empty() {
-            let mut stdout = io::stdout().lock();
-            if stdout
-                .write_all(&out)
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
-                // Keep reading: the server's close still ends the session cleanly.
-                printing = false;
-                let _ = endings.send(Ending::OutputClosed);
-            }
-        }
-        out.clear();
-    };
-    let _ = endings.send(Ending::Closed { result, last_error });
-}
-
-/// The writer thread: sends queued frames, up to a queue's worth per write when they
-/// pile up, and stops after a `LEAVE:`.
-fn write_server(mut stream: TcpStream, frames: &Receiver<String>, endings: &Sender<Ending>) {
-    let mut out = Vec::new();
-    while let Ok(first) = frames.recv() {
-        let mut left = false;
-        // Bounded: a fast pipe refills the queue as fast as this drains it.
-        let batch = std::iter::once(first).chain(frames.try_iter().take(QUEUE));
-        for frame in batch {
-            out.extend_from_slice(frame.as_bytes());
-            out.push(b'\n');
-            if frame.starts_with("LEAVE:") {
-                left = true;
-                break;
-            }
-        }
-        if let Err(e) = stream.write_all(&out) {
-            let _ = endings.send(Ending::WriteFailed(e));
-            return;
-        }
-        out.clear();
-        if left {
-            return;
-        }
-    }
-}
-
 /// The input thread: reads standard input a line at a time until `/quit` or its end.
-fn read_input(frames: &SyncSender<String>, endings: &Sender<Ending>) {
+fn read_input(frames: &Outbox, endings: &Sender<Ending>) {
     let mut stdin = io::stdin().lock();
     let mut lines = LineReader::default();
     let mut buf = vec![0; 16 * 1024];
@@ -478,12 +466,12 @@ fn read_input(frames: &SyncSender<String>, endings: &Sender<Ending>) {
                 }
             };
             match translate(line) {
-                Input::Send(frame) => done = frames.send(frame).is_err(),
+                Input::Send(frame) => done = !frames.send(frame),
                 Input::Leave(frame) => {
                     done = true;
                     // Announce first: the server's close may follow the frame at once.
                     let _ = endings.send(Ending::Leaving("quit"));
-                    let _ = frames.send(frame);
+                    frames.send(frame);
                 }
                 Input::Local(message) => eprintln!("loopchat: {message}"),
                 Input::Nothing => {}
@@ -492,7 +480,7 @@ fn read_input(frames: &SyncSender<String>, endings: &Sender<Ending>) {
         if at_end && !done {
             done = true;
             let _ = endings.send(Ending::Leaving("end of input"));
-            let _ = frames.send("LEAVE:".to_owned());
+            frames.send("LEAVE:".to_owned());
         }
     }
 }

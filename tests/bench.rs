@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use loopchat::bench::{BenchConfig, BenchDialect, Report, run_bench};
+use loopchat::bench::config::tls_setup;
+use loopchat::bench::{BenchConfig, BenchDialect, Report, TempCert, run_bench};
 
 /// A short run's configuration against `addr`.
 fn small(addr: SocketAddr) -> BenchConfig {
@@ -219,6 +220,82 @@ fn refused_server_exits_1_with_a_report() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("connection refused"), "{stdout}");
+}
+
+// ---- TLS -----------------------------------------------------------------------------
+
+/// An in-process server serving TLS with `cert` beside its plain port; its TLS address.
+fn start_tls(cert: &TempCert) -> (util::TestServer, SocketAddr) {
+    util::init_logging();
+    let config = loopchat::ServerConfig {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: Some(cert.cert.clone()),
+        tls_key: Some(cert.key.clone()),
+        ..util::config()
+    };
+    let server = loopchat::Server::bind(config).expect("bind the TLS test server");
+    let tls = server.tls_addr().expect("a TLS listener");
+    (util::start_bound(server), tls)
+}
+
+#[test]
+fn over_tls_every_client_handshakes_and_every_delivery_arrives() {
+    let cert = TempCert::create().unwrap();
+    let (_server, tls) = start_tls(&cert);
+    let mut config = small(tls);
+    config.tls = Some(tls_setup("127.0.0.1", Some(&cert.cert), false).unwrap());
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert!(r.tls);
+    assert_eq!((r.established, r.joined, r.handshakes), (20, 20, 20));
+    assert_eq!(r.received, r.expected);
+    assert!(r.handshakes_per_sec > 0.0, "{r}");
+    let hs = r.handshake_latency.expect("handshake latency measured");
+    assert_eq!(hs.count, 20);
+    assert!(hs.p50_us > 0 && hs.p50_us <= hs.p99_us && hs.p99_us <= hs.max_us);
+    assert!(r.to_string().contains("20 TLS handshakes"), "{r}");
+    let json = r.to_json();
+    assert!(json.contains("\"tls\":true"), "{json}");
+    assert!(json.contains("\"handshakes\":20"), "{json}");
+    assert!(json.contains("\"handshake_us\":{\"count\":20"), "{json}");
+}
+
+#[test]
+fn over_tls_an_untrusted_certificate_fails_every_connect_with_the_reason() {
+    let cert = TempCert::create().unwrap();
+    let other = TempCert::create().unwrap();
+    let (_server, tls) = start_tls(&cert);
+    let mut config = small(tls);
+    config.tls = Some(tls_setup("127.0.0.1", Some(&other.cert), false).unwrap());
+    let r = run(&config);
+    assert_eq!((r.established, r.connect_failed, r.handshakes), (0, 20, 0));
+    assert!(
+        r.failures.iter().any(|(why, n)| *n == 20
+            && why.starts_with("connect: TLS handshake failed: invalid peer certificate")),
+        "{r}"
+    );
+    assert!(!r.ok());
+}
+
+#[test]
+fn tls_spawn_server_run_reports_handshakes_per_second() {
+    let json = std::env::temp_dir().join(format!("loopchat-bench-tls-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args(["bench", "--tls", "--spawn-server", "--clients", "50"])
+        .args(["--duration", "1s", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run loopchat");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("(frames over TLS)"), "{stdout}");
+    assert!(stdout.contains("50 TLS handshakes, "), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    let json = text;
+    assert!(json.contains("\"handshakes\":50"), "{json}");
+    assert!(json.contains("\"ok\":true"), "{json}");
 }
 
 // ---- in-test relays ------------------------------------------------------------------

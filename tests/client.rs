@@ -358,3 +358,238 @@ fn server_closing_right_after_an_error_exits_1() {
     c.expect_exit(1, "closed the connection: server full");
     server.join().unwrap();
 }
+
+// ---- TLS ------------------------------------------------------------------------------
+
+/// A self-signed certificate and key for `names`, in a directory removed on drop.
+struct Certs {
+    dir: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Certs {
+    fn new(tag: &str, names: &[&str]) -> Certs {
+        let dir =
+            std::env::temp_dir().join(format!("loopchat-client-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let pair = loopchat::tls::self_signed(&names).unwrap();
+        let certs = Certs {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&certs.cert, pair.cert_pem).unwrap();
+        std::fs::write(&certs.key, pair.key_pem).unwrap();
+        certs
+    }
+
+    fn cert(&self) -> &str {
+        self.cert.to_str().unwrap()
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An in-process server with a plain listener and a TLS one serving `certs`; returns
+/// the TLS address too.
+fn start_tls(certs: &Certs) -> (util::TestServer, std::net::SocketAddr) {
+    util::init_logging();
+    let config = loopchat::ServerConfig {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: Some(certs.cert.clone()),
+        tls_key: Some(certs.key.clone()),
+        ..util::config()
+    };
+    let server = loopchat::Server::bind(config).expect("bind the TLS test server");
+    let tls = server.tls_addr().expect("a TLS listener");
+    (util::start_bound(server), tls)
+}
+
+/// Starts a TLS client with `args` after the address and waits for its greeting.
+#[track_caller]
+fn tls_client(addr: std::net::SocketAddr, name: &str, args: &[&str]) -> ChatClient {
+    let addr = addr.to_string();
+    let mut all = vec![addr.as_str(), "--tls", "--name", name];
+    all.extend_from_slice(args);
+    let c = spawn_client(&all);
+    c.expect_out(GREETING_SHOWN);
+    c.expect_out(&format!("[server] you are {name} in #lobby"));
+    c
+}
+
+#[test]
+fn tls_with_ca_verifies_the_server_and_chats_byte_exactly() {
+    let certs = Certs::new("ca", &["localhost", "127.0.0.1"]);
+    let (server, tls) = start_tls(&certs);
+    let mut carol = Peer::connect_named(server.addr, "carol");
+    let mut alice = tls_client(tls, "alice", &["--ca", certs.cert()]);
+    carol.expect_line("JOIN:alice\n");
+    let err = next_line(&alice.stderr, "stderr");
+    assert!(
+        err.starts_with(&format!("loopchat: connected to {tls} over TLS 1.3 (")),
+        "{err:?}"
+    );
+    assert!(err.contains("certificate verified"), "{err:?}");
+
+    alice.type_line("héllo: over TLS");
+    carol.expect_line("SAY:alice:héllo: over TLS\n");
+    alice.type_line("SAY:mallory:a frame passes through");
+    carol.expect_line("SAY:alice:a frame passes through\n");
+    carol.send_line("MSG:alice:psst");
+    alice.expect_out("*carol* psst");
+
+    alice.type_line("/quit");
+    carol.expect_line("LEAVE:alice\n");
+    alice.expect_out("[server] goodbye");
+    alice.expect_exit(0, "left");
+}
+
+#[test]
+fn tls_without_a_trusted_certificate_is_refused_naming_the_failure() {
+    let certs = Certs::new("refused", &["localhost", "127.0.0.1"]);
+    let (_server, tls) = start_tls(&certs);
+    // The system's roots, made deterministic: an unrelated CA stands for them.
+    let roots = certs.dir.join("roots.pem");
+    std::fs::write(&roots, unrelated_ca()).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args(["client", &tls.to_string(), "--tls"])
+        .env("SSL_CERT_FILE", &roots)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stderr) = wait_output(&mut c);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "loopchat: TLS handshake with {tls} failed: invalid peer certificate: UnknownIssuer; \
+             pass --ca FILE to trust the server's certificate (or its CA), or --insecure to \
+             skip verification for testing\n"
+        )
+    );
+
+    // Trusted, but for other names: the name is checked too.
+    let only_localhost = Certs::new("named", &["localhost"]);
+    let (_named, tls) = start_tls(&only_localhost);
+    let mut c = spawn_client(&[&tls.to_string(), "--tls", "--ca", only_localhost.cert()]);
+    c.expect_exit(
+        1,
+        &format!(
+            "TLS handshake with {tls} failed: invalid peer certificate: certificate not valid \
+             for name \"127.0.0.1\""
+        ),
+    );
+}
+
+/// A CA certificate (PEM) with a name of its own, so that it is plainly not the issuer
+/// of the server's certificate.
+fn unrelated_ca() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "loopchat test: an unrelated CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+/// Waits for a child's end; its status and standard error.
+#[track_caller]
+fn wait_output(child: &mut Child) -> (ExitStatus, String) {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn tls_insecure_warns_and_still_chats() {
+    let certs = Certs::new("insecure", &["localhost", "127.0.0.1"]);
+    let (server, tls) = start_tls(&certs);
+    let mut carol = Peer::connect_named(server.addr, "carol");
+    let mut alice = tls_client(tls, "alice", &["--insecure"]);
+    carol.expect_line("JOIN:alice\n");
+    let warning = next_line(&alice.stderr, "stderr");
+    assert!(
+        warning
+            .starts_with("loopchat: WARNING: --insecure: the server's certificate is not verified"),
+        "{warning:?}"
+    );
+    let connected = next_line(&alice.stderr, "stderr");
+    assert!(
+        connected.contains("certificate NOT verified"),
+        "{connected:?}"
+    );
+    alice.type_line("hi");
+    carol.expect_line("SAY:alice:hi\n");
+    alice.close_stdin();
+    carol.expect_line("LEAVE:alice\n");
+    alice.expect_out("[server] goodbye");
+    alice.expect_exit(0, "(end of input)");
+}
+
+#[test]
+fn tls_to_a_plain_port_says_it_may_not_be_a_tls_port() {
+    let server = start_default();
+    let mut c = spawn_client(&[&server.addr.to_string(), "--tls", "--insecure"]);
+    c.expect_exit(1, &format!("(is {} a TLS port?)", server.addr));
+}
+
+#[test]
+fn tls_quit_sends_close_notify_after_leave_and_reads_what_the_server_still_owes() {
+    let certs = Certs::new("notify", &["127.0.0.1"]);
+    let config = loopchat::tls::server_config(&certs.cert, &certs.key).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A blocking rustls server that records what the client sent before its close.
+    let server = thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, socket);
+        tls.write_all(GREETING.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        // Ok(0) only for a close_notify; a bare FIN would be UnexpectedEof.
+        let end = tls.read_to_end(&mut got).map(drop);
+        // The client still reads after its close_notify (a half-close).
+        tls.write_all(b"SERVER:goodbye\n").unwrap();
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        (
+            String::from_utf8(got).unwrap(),
+            end.map_err(|e| e.to_string()),
+        )
+    });
+    let mut c = spawn_client(&[&addr.to_string(), "--tls", "--ca", certs.cert()]);
+    c.expect_out(GREETING_SHOWN);
+    c.type_line("bye now");
+    c.type_line("/quit later");
+    c.expect_out("[server] goodbye");
+    c.expect_exit(0, "left");
+    let (got, end) = server.join().unwrap();
+    assert_eq!(got, "SAY::bye now\nLEAVE:later\n");
+    assert_eq!(end, Ok(()), "the client's close was not a close_notify");
+}
+
+#[test]
+fn tls_server_shutdown_ends_the_client_cleanly() {
+    let certs = Certs::new("shutdown", &["127.0.0.1"]);
+    let (server, tls) = start_tls(&certs);
+    let mut alice = tls_client(tls, "alice", &["--ca", certs.cert()]);
+    server.handle.shutdown();
+    alice.expect_out("[server] server shutting down");
+    alice.expect_exit(0, "closed the connection");
+}

@@ -2,14 +2,17 @@
 //! (`BenchConfig`, what the phases read). Every rule about which combinations make sense
 //! lives here, so a bad command line fails before a single socket is opened.
 //!
-//! Also owns the source-address list (`--source-ips 127.0.0.1-127.0.0.16`) and the
-//! capacity checks: open files and ephemeral ports.
+//! Also owns the source-address list (`--source-ips 127.0.0.1-127.0.0.16`), the TLS
+//! set-up (`--tls`, `--ca`, `--insecure`) and the capacity checks: open files and
+//! ephemeral ports.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::client::transport::{TlsSetup, host_of};
 use crate::config::parse_duration;
 
 /// Flags of `loopchat bench`.
@@ -70,7 +73,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub phase_timeout: Duration,
 
-    /// Connects (and joins) in flight at once.
+    /// Connects (with their TLS handshakes) and joins in flight at once.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub concurrency: usize,
 
@@ -130,6 +133,27 @@ pub struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// Connect over TLS (each client's handshake runs in the harness's own loop) and
+    /// report handshakes per second and handshake latency. The server's certificate is
+    /// verified for the host part of --addr against the system's roots or --ca. With
+    /// --spawn-server, the server gets a fresh self-signed certificate on a TLS port of
+    /// its own, and the harness trusts that certificate.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With --tls: trust the certificates in this PEM file instead of the system's roots.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls",
+        conflicts_with = "spawn_server"
+    )]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// With --tls: do not verify the server's certificate (testing only).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    pub insecure: bool,
 }
 
 impl Default for BenchArgs {
@@ -212,6 +236,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Set (e.g. by a Ctrl-C handler) to cut the run short with a partial report.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Speak TLS: whom to trust and the name to verify (`None`: plain TCP).
+    pub tls: Option<TlsSetup>,
 }
 
 impl BenchConfig {
@@ -247,6 +273,16 @@ impl BenchConfig {
             None => args.rate,
         };
         let source_ips = parse_source_ips(&args.source_ips, addr)?;
+        // A spawned server's certificate does not exist yet: `bench::run` sets it up.
+        let tls = if args.tls && !args.spawn_server {
+            Some(tls_setup(
+                host_of(&args.addr),
+                args.ca.as_deref(),
+                args.insecure,
+            )?)
+        } else {
+            None
+        };
         let config = BenchConfig {
             addr,
             clients: args.clients,
@@ -268,6 +304,7 @@ impl BenchConfig {
             server_pid: args.server_pid,
             progress: true,
             interrupt: None,
+            tls,
         };
         config.validate()?;
         Ok(config)
@@ -358,6 +395,14 @@ pub fn default_source_ips(addr: SocketAddr) -> Vec<IpAddr> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The TLS set-up for a server called `host`: trust `ca` (a PEM file) or the system's
+/// roots, or, with `insecure`, nothing.
+pub fn tls_setup(host: &str, ca: Option<&Path>, insecure: bool) -> Result<TlsSetup, String> {
+    let config = crate::tls::client_config(ca, insecure).map_err(|e| format!("--tls: {e}"))?;
+    let name = crate::tls::server_name(host).map_err(|e| format!("--tls: {e}"))?;
+    Ok(TlsSetup { config, name })
 }
 
 /// Resolves `host:port` to its first address.

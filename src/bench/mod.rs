@@ -1,7 +1,8 @@
 //! `loopchat bench`: the load harness. It drives any server that speaks the line
-//! protocol (or plain lines) from one process and reports connection counts, phase
-//! times, deliveries (expected, received, lost, duplicated, reordered), throughput,
-//! latency percentiles and, given the server's pid, its memory and CPU time.
+//! protocol (or plain lines), over plain TCP or TLS, from one process and reports
+//! connection counts, phase times, TLS handshakes (per second, latency), deliveries
+//! (expected, received, lost, duplicated, reordered), throughput, latency percentiles
+//! and, given the server's pid, its memory and CPU time.
 //!
 //! # Layout
 //!
@@ -12,12 +13,16 @@
 //! - `worker`: one mio loop per harness thread, owning its share of the connections;
 //!   `worker::phases` holds what it does in each phase (one set of hooks per phase).
 //! - `sockets`: client socket set-up (source address, connect status, connect errors).
+//!   Over TLS each socket is wrapped in the client's
+//!   [`Transport`](crate::client::transport::Transport), whose handshake the worker
+//!   drives in its loop like any other I/O.
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
 //! - `tally`: what a worker counts (deliveries classified, latency) and how the
 //!   workers' counts add up.
 //! - [`report`]: the [`Report`] struct, its table and its JSON.
 //! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
-//!   write counts and `--spawn-server`.
+//!   write counts and `--spawn-server` (with `--tls`: a TLS port and a throwaway
+//!   self-signed certificate).
 //!
 //! This module is the coordinator: it starts the workers, moves them through the phases
 //! (connect → join → idle → load → drain → stalled check), times each, samples the
@@ -46,7 +51,7 @@ use mio::{Poll, Waker};
 pub use config::{BenchArgs, BenchConfig, BenchDialect};
 use contract::{Phase, Progress, STALL_LIMIT, Shared, WAKE};
 pub use report::{Latency, Report, ServerStats};
-pub use server_proc::SpawnedServer;
+pub use server_proc::{SpawnedServer, TempCert};
 use tally::Tally;
 use worker::Worker;
 
@@ -80,6 +85,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
     let mut spawned = None;
     let mut server_log = None;
+    // Lives until the spawned server is stopped.
+    let mut temp_cert = None;
     if args.spawn_server {
         let exe = match std::env::current_exe() {
             Ok(p) => p,
@@ -92,15 +99,39 @@ pub fn run(args: BenchArgs) -> ExitCode {
             std::env::temp_dir().join(format!("loopchat-bench-{}.log", std::process::id()))
         });
         server_log = Some(log.clone());
-        match SpawnedServer::start(&exe, &args.server_arg, Some(&log)) {
+        let started = if args.tls {
+            TempCert::create()
+                .map_err(|e| format!("cannot make a certificate for the server: {e}"))
+                .and_then(|cert| {
+                    let s = SpawnedServer::start_tls(&exe, &args.server_arg, Some(&log), &cert)
+                        .map_err(|e| e.to_string())?;
+                    let addr = s.tls_addr().unwrap_or(s.addr());
+                    config.tls = Some(config::tls_setup(
+                        &addr.ip().to_string(),
+                        Some(&cert.cert),
+                        args.insecure,
+                    )?);
+                    config.addr = addr;
+                    temp_cert = Some(cert);
+                    Ok(s)
+                })
+        } else {
+            SpawnedServer::start(&exe, &args.server_arg, Some(&log)).map_err(|e| e.to_string())
+        };
+        match started {
             Ok(s) => {
                 log::info!(
-                    "spawned `loopchat server {} {}` (pid {})",
+                    "spawned `loopchat server {} {}` (pid {}){}",
                     s.addr(),
                     server_proc::LIFT_LIMITS.join(" "),
-                    s.pid()
+                    s.pid(),
+                    s.tls_addr()
+                        .map(|a| format!(", TLS on {a}"))
+                        .unwrap_or_default()
                 );
-                config.addr = s.addr();
+                if !args.tls {
+                    config.addr = s.addr();
+                }
                 config.server_pid = Some(s.pid());
                 spawned = Some(s);
             }
@@ -110,11 +141,15 @@ pub fn run(args: BenchArgs) -> ExitCode {
             }
         }
     }
+    if args.insecure {
+        log::warn!("--insecure: the server's certificate is not verified");
+    }
 
     let result = run_bench(&config);
     if let Some(mut s) = spawned {
         s.stop(Duration::from_secs(3));
     }
+    drop(temp_cert);
     let writes = server_log.as_ref().and_then(|path| {
         let log = std::fs::read_to_string(path).ok();
         if args.server_log.is_none() {
@@ -320,6 +355,9 @@ impl Coordinator {
             payload: c.payload,
             threads: c.threads,
             source_ips: c.source_ips.len(),
+            tls: c.tls.is_some(),
+            handshakes: t.handshake.len(),
+            handshake_latency: Latency::of(&t.handshake),
             established: t.connected,
             connect_failed: t.connect_failed,
             joined: t.joined,
@@ -353,17 +391,9 @@ impl Coordinator {
                 r.deliveries_per_sec = r.received as f64 / secs;
             }
         }
-        let hist = &t.latency;
-        if !hist.is_empty() {
-            r.latency = Some(Latency {
-                count: hist.len(),
-                mean_us: hist.mean(),
-                p50_us: hist.value_at_quantile(0.50),
-                p90_us: hist.value_at_quantile(0.90),
-                p99_us: hist.value_at_quantile(0.99),
-                p999_us: hist.value_at_quantile(0.999),
-                max_us: hist.max(),
-            });
+        r.latency = Latency::of(&t.latency);
+        if r.connect_secs > 0.0 {
+            r.handshakes_per_sec = r.handshakes as f64 / r.connect_secs;
         }
         if let Some(pid) = pid {
             let alive = rss_after.is_some();

@@ -1,14 +1,19 @@
 //! The result of a run: one plain struct ([`Report`]) that tests assert on, printed as a
 //! table for people ([`Report`]'s `Display`) and as JSON for machines
-//! ([`Report::to_json`], written by hand: the shape is small and fixed).
+//! ([`Report::to_json`], through the small writer in `json`).
 
-use std::fmt::{self, Write as _};
+mod json;
 
-/// Latency percentiles of delivered messages, in microseconds, from an HdrHistogram
-/// (3 significant digits).
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use json::Json;
+
+/// Latency percentiles in microseconds, from an HdrHistogram (3 significant digits):
+/// of delivered messages, or of TLS handshakes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Latency {
-    /// Deliveries measured.
+    /// Deliveries (or handshakes) measured.
     pub count: u64,
     /// Mean.
     pub mean_us: f64,
@@ -22,6 +27,24 @@ pub struct Latency {
     pub p999_us: u64,
     /// Largest.
     pub max_us: u64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram in microseconds; `None` if it is empty.
+    pub fn of(hist: &Histogram<u64>) -> Option<Latency> {
+        if hist.is_empty() {
+            return None;
+        }
+        Some(Latency {
+            count: hist.len(),
+            mean_us: hist.mean(),
+            p50_us: hist.value_at_quantile(0.50),
+            p90_us: hist.value_at_quantile(0.90),
+            p99_us: hist.value_at_quantile(0.99),
+            p999_us: hist.value_at_quantile(0.999),
+            max_us: hist.max(),
+        })
+    }
 }
 
 /// What `/proc` said about the server process.
@@ -71,6 +94,8 @@ pub struct Report {
     pub threads: usize,
     /// Source addresses used (0: the kernel's choice).
     pub source_ips: usize,
+    /// Whether the clients spoke TLS.
+    pub tls: bool,
 
     /// Connections established (stalled ones included).
     pub established: u64,
@@ -88,6 +113,15 @@ pub struct Report {
     pub server_errors: u64,
     /// The first few distinct `ERROR:` lines.
     pub server_error_samples: Vec<String>,
+
+    /// TLS handshakes completed.
+    pub handshakes: u64,
+    /// Handshakes completed per second of the connect phase (which, over TLS, ends
+    /// when the last handshake does).
+    pub handshakes_per_sec: f64,
+    /// Time from a connect's start to its TLS handshake's end (None without TLS
+    /// handshakes).
+    pub handshake_latency: Option<Latency>,
 
     /// Connect phase, seconds.
     pub connect_secs: f64,
@@ -154,6 +188,8 @@ impl Report {
         j.num("payload", self.payload as f64);
         j.num("threads", self.threads as f64);
         j.num("source_ips", self.source_ips as f64);
+        j.key("tls");
+        j.raw(if self.tls { "true" } else { "false" });
         j.num("established", self.established as f64);
         j.num("connect_failed", self.connect_failed as f64);
         j.num("joined", self.joined as f64);
@@ -168,6 +204,10 @@ impl Report {
         j.num("server_errors", self.server_errors as f64);
         j.key("server_error_samples");
         j.list(&self.server_error_samples);
+        j.num("handshakes", self.handshakes as f64);
+        j.num("handshakes_per_sec", self.handshakes_per_sec);
+        j.key("handshake_us");
+        j.latency(self.handshake_latency.as_ref());
         j.num("connect_secs", self.connect_secs);
         j.num("join_secs", self.join_secs);
         j.num("idle_secs", self.idle_secs);
@@ -184,20 +224,7 @@ impl Report {
         j.num("echoes", self.echoes as f64);
         j.num("deliveries_per_sec", self.deliveries_per_sec);
         j.key("latency_us");
-        match &self.latency {
-            Some(l) => {
-                j.open();
-                j.num("count", l.count as f64);
-                j.num("mean", l.mean_us);
-                j.num("p50", l.p50_us as f64);
-                j.num("p90", l.p90_us as f64);
-                j.num("p99", l.p99_us as f64);
-                j.num("p99.9", l.p999_us as f64);
-                j.num("max", l.max_us as f64);
-                j.close();
-            }
-            None => j.null(),
-        }
+        j.latency(self.latency.as_ref());
         j.num("stalled_evicted", self.stalled_evicted as f64);
         j.key("server");
         match &self.server {
@@ -225,89 +252,6 @@ impl Report {
         j.close();
         j.out.push('\n');
         j.out
-    }
-}
-
-/// A minimal JSON writer: objects, numbers, strings, lists of strings.
-#[derive(Default)]
-struct Json {
-    out: String,
-    /// Whether the current object already has a member (a comma is due).
-    comma: Vec<bool>,
-}
-
-impl Json {
-    fn open(&mut self) {
-        self.out.push('{');
-        self.comma.push(false);
-    }
-    fn close(&mut self) {
-        self.out.push('}');
-        self.comma.pop();
-    }
-    fn key(&mut self, k: &str) {
-        if let Some(c) = self.comma.last_mut() {
-            if *c {
-                self.out.push(',');
-            }
-            *c = true;
-        }
-        self.string(k);
-        self.out.push(':');
-    }
-    fn raw(&mut self, v: &str) {
-        self.out.push_str(v);
-    }
-    fn null(&mut self) {
-        self.out.push_str("null");
-    }
-    fn num(&mut self, k: &str, v: f64) {
-        self.key(k);
-        if !v.is_finite() {
-            self.null();
-        } else if v.fract() == 0.0 && v.abs() < 1e15 {
-            let _ = write!(self.out, "{}", v as i64);
-        } else {
-            let _ = write!(self.out, "{v:.6}");
-        }
-    }
-    fn opt(&mut self, k: &str, v: Option<f64>) {
-        match v {
-            Some(v) => self.num(k, v),
-            None => {
-                self.key(k);
-                self.null();
-            }
-        }
-    }
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        self.string(v);
-    }
-    fn list(&mut self, items: &[String]) {
-        self.out.push('[');
-        for (i, s) in items.iter().enumerate() {
-            if i > 0 {
-                self.out.push(',');
-            }
-            self.string(s);
-        }
-        self.out.push(']');
-    }
-    fn string(&mut self, s: &str) {
-        self.out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(self.out, "\\u{:04x}", c as u32);
-                }
-                c => self.out.push(c),
-            }
-        }
-        self.out.push('"');
     }
 }
 
@@ -339,10 +283,11 @@ impl fmt::Display for Report {
         let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<14}{v}");
         writeln!(
             f,
-            "loopchat bench: {} ({}), {} clients{} in {} room(s), {}, {} thread(s), {} source \
+            "loopchat bench: {} ({}{}), {} clients{} in {} room(s), {}, {} thread(s), {} source \
              address(es)",
             self.addr,
             self.dialect,
+            if self.tls { " over TLS" } else { "" },
             self.clients,
             if self.stalled > 0 {
                 format!(" + {} stalled", self.stalled)
@@ -387,6 +332,25 @@ impl fmt::Display for Report {
                 self.drain_secs
             ),
         )?;
+        if self.tls {
+            let percentiles = match &self.handshake_latency {
+                Some(l) => format!(
+                    "; ms p50 {}  p99 {}  max {}",
+                    ms(l.p50_us),
+                    ms(l.p99_us),
+                    ms(l.max_us)
+                ),
+                None => String::new(),
+            };
+            row(
+                f,
+                "handshakes",
+                format!(
+                    "{} TLS handshakes, {:.0}/s{percentiles}",
+                    self.handshakes, self.handshakes_per_sec
+                ),
+            )?;
+        }
         let send_rate = if self.steady_secs > 0.0 {
             self.sent as f64 / self.steady_secs
         } else {
@@ -508,30 +472,5 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_escapes_and_nests() {
-        let mut j = Json::default();
-        j.open();
-        j.str("a", "x\"y\n");
-        j.num("n", 2.0);
-        j.num("f", 0.5);
-        j.key("o");
-        j.open();
-        j.opt("none", None);
-        j.close();
-        j.key("l");
-        j.list(&["p".into(), "q".into()]);
-        j.close();
-        assert_eq!(
-            j.out,
-            r#"{"a":"x\"y\n","n":2,"f":0.500000,"o":{"none":null},"l":["p","q"]}"#
-        );
     }
 }

@@ -1,14 +1,16 @@
 //! The server as a process: its memory and CPU time from `/proc`, the write counts in
 //! its log's summary lines, and starting and stopping a `loopchat server` for a run
-//! (`--spawn-server`, `benches/load.rs`).
+//! (`--spawn-server`, `benches/load.rs`), with a TLS port and a throwaway self-signed
+//! certificate ([`TempCert`]) for `--tls`.
 //!
 //! Nothing here talks to the server over the network except the readiness probe. The
 //! summary line's format is not known here: `crate::server::stats` writes and parses it.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::server::stats::Summary;
@@ -115,11 +117,60 @@ pub fn writes_per_delivery(log: &str) -> Option<f64> {
         .map(|(deliveries, writes)| writes as f64 / deliveries as f64)
 }
 
+/// A self-signed certificate for `127.0.0.1` and `localhost` and its key, in a
+/// temporary directory only this user can read, removed when dropped.
+#[derive(Debug)]
+pub struct TempCert {
+    dir: PathBuf,
+    /// The certificate (PEM); also what a client trusts.
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+}
+
+impl TempCert {
+    /// Makes the certificate and writes both files.
+    pub fn create() -> io::Result<TempCert> {
+        use std::os::unix::fs::DirBuilderExt;
+        let names = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let pair = crate::tls::self_signed(&names).map_err(|e| io::Error::other(e.0))?;
+        // Unique per call: a test process may hold several at once.
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("loopchat-bench-tls-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let made = TempCert {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&made.cert, pair.cert_pem)?;
+        std::fs::write(&made.key, pair.key_pem)?;
+        Ok(made)
+    }
+}
+
+impl Drop for TempCert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A `loopchat server` child process, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct SpawnedServer {
     child: Child,
     addr: SocketAddr,
+    /// Its TLS port, if it serves TLS.
+    tls_addr: Option<SocketAddr>,
+}
+
+/// A free port on 127.0.0.1, held until the listener is dropped.
+fn free_port() -> io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    Ok((l, addr))
 }
 
 impl SpawnedServer {
@@ -129,8 +180,40 @@ impl SpawnedServer {
     /// and waits (at most 10 s) until it accepts connections. Its log goes to `log` if
     /// given, else is discarded.
     pub fn start(exe: &Path, extra: &[String], log: Option<&Path>) -> io::Result<SpawnedServer> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::launch(exe, extra, log, None)
+    }
+
+    /// As [`start`](Self::start), and also serving TLS with `cert` on a second free
+    /// loopback port ([`tls_addr`](Self::tls_addr)); ready once that port accepts.
+    pub fn start_tls(
+        exe: &Path,
+        extra: &[String],
+        log: Option<&Path>,
+        cert: &TempCert,
+    ) -> io::Result<SpawnedServer> {
+        Self::launch(exe, extra, log, Some(cert))
+    }
+
+    fn launch(
+        exe: &Path,
+        extra: &[String],
+        log: Option<&Path>,
+        cert: Option<&TempCert>,
+    ) -> io::Result<SpawnedServer> {
+        // Both held at once, so the two ports differ.
+        let (plain, addr) = free_port()?;
+        let tls = cert.map(|_| free_port()).transpose()?;
+        let tls_addr = tls.as_ref().map(|&(_, a)| a);
+        drop((plain, tls));
+        let mut tls_args = Vec::new();
+        if let (Some(cert), Some(tls_addr)) = (cert, tls_addr) {
+            tls_args.push("--tls-listen".into());
+            tls_args.push(tls_addr.to_string().into());
+            tls_args.push("--tls-cert".into());
+            tls_args.push(cert.cert.clone().into_os_string());
+            tls_args.push("--tls-key".into());
+            tls_args.push(cert.key.clone().into_os_string());
+        }
         let stderr = match log {
             Some(p) => Stdio::from(std::fs::File::create(p)?),
             None => Stdio::null(),
@@ -150,6 +233,7 @@ impl SpawnedServer {
             .arg(addr.to_string())
             .args(lifted)
             .args(summary)
+            .args(&tls_args)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -158,29 +242,32 @@ impl SpawnedServer {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display()))
             })?;
-        let mut server = SpawnedServer { child, addr };
+        let mut server = SpawnedServer {
+            child,
+            addr,
+            tls_addr,
+        };
         server.wait_ready(Duration::from_secs(10))?;
         Ok(server)
     }
 
     fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
         let deadline = Instant::now() + limit;
+        // The port the harness will use (a bare TCP connect: no handshake needed).
+        let probe = self.tls_addr.unwrap_or(self.addr);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Err(io::Error::other(format!(
                     "the spawned server exited at once ({status}); run it by hand to see why"
                 )));
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "the spawned server did not listen on {} within {limit:?}",
-                        self.addr
-                    ),
+                    format!("the spawned server did not listen on {probe} within {limit:?}"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -190,6 +277,11 @@ impl SpawnedServer {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where it serves TLS, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Its process id.

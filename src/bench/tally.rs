@@ -73,6 +73,9 @@ pub struct Tally {
     pub last_delivery: Option<Instant>,
     /// Stalled clients the server evicted.
     pub stalled_evicted: u64,
+    /// TLS handshakes completed, by their time from the connect's start to the
+    /// handshake's end, microseconds.
+    pub handshake: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -97,6 +100,7 @@ impl Default for Tally {
             latency: new_histogram(),
             last_delivery: None,
             stalled_evicted: 0,
+            handshake: new_histogram(),
         }
     }
 }
@@ -253,7 +257,8 @@ impl Tally {
         self.echoes += other.echoes;
         self.stalled_evicted += other.stalled_evicted;
         self.last_delivery = self.last_delivery.max(other.last_delivery);
-        self.latency.add(&other.latency)
+        let handshakes = self.handshake.add(&other.handshake);
+        self.latency.add(&other.latency).and(handshakes)
     }
 }
 

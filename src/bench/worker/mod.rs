@@ -2,7 +2,8 @@
 //! through the phases the coordinator (`bench::run_bench`) announces.
 //!
 //! It owns the sockets and everything per client: connect with bounded concurrency from
-//! the source addresses, join and wait for the server's answer, send paced messages,
+//! the source addresses, complete the TLS handshake (with `--tls`; timed from the
+//! connect's start), join and wait for the server's answer, send paced messages,
 //! receive and classify deliveries, notice closes. It does not own phase order or
 //! timing of the run as a whole, and never blocks: between phases it keeps reading, so
 //! the server never waits on the harness.
@@ -15,18 +16,18 @@
 
 mod phases;
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Poll};
 
 use super::config::BenchConfig;
 use super::contract::{Layout, Phase, Shared, WAKE};
 use super::marker::{Marker, Needle};
 use super::tally::{Inbox, Tally};
+use crate::client::transport::{Transport, handshake_error};
 use crate::codec::{LineError, LineReader};
 use crate::outq::{BufferPool, OutQueue};
 use phases::Hooks;
@@ -38,6 +39,8 @@ enum State {
     New,
     /// Non-blocking connect in progress.
     Connecting,
+    /// TCP connected, TLS handshake under way (`--tls` only).
+    Handshaking,
     /// Connected, not joined.
     Connected,
     /// Join lines sent, waiting for the server's answer.
@@ -60,7 +63,9 @@ struct Client {
     /// Never reads after joining.
     stalled: bool,
     state: State,
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
+    /// When its connect started (for the handshake latency).
+    started: Option<Instant>,
     reader: LineReader,
     /// Output not yet written.
     out: OutQueue,
@@ -152,6 +157,7 @@ impl Worker {
                 stalled: layout.is_stalled(id),
                 state: State::New,
                 stream: None,
+                started: None,
                 reader: LineReader::default(),
                 out: OutQueue::default(),
                 joined: false,
@@ -275,15 +281,21 @@ impl Worker {
             State::New | State::Failed | State::Closed => return,
             _ => {}
         }
-        if writable && !self.clients[i].out.is_empty() {
+        let c = &self.clients[i];
+        if writable && (!c.out.is_empty() || c.stream.as_ref().is_some_and(|s| s.wants_write())) {
             self.flush(i);
         }
         if readable {
             let c = &self.clients[i];
-            let reading = !c.stalled || c.state == State::Joining || self.phase == Phase::Stall;
+            let reading = !c.stalled
+                || matches!(c.state, State::Handshaking | State::Joining)
+                || self.phase == Phase::Stall;
             if reading {
                 self.read(i, exhaustive);
             }
+        }
+        if self.clients[i].state == State::Handshaking {
+            self.check_handshake(i);
         }
     }
 
@@ -293,14 +305,21 @@ impl Worker {
         self.flush(i);
     }
 
-    /// Writes queued output until the socket would block; what it does not take stays
-    /// queued for the next writable event.
+    /// Writes queued output (and TLS records rustls holds) until the socket would
+    /// block; what it does not take stays queued for the next writable event.
     fn flush(&mut self, i: usize) {
         let c = &mut self.clients[i];
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
-        if let Err(e) = c.out.write_to(stream, &mut self.pool) {
+        let mut result = c.out.write_to(stream, &mut self.pool).map(drop);
+        if result.is_ok() && stream.wants_write() {
+            result = match stream.flush() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                other => other,
+            };
+        }
+        if let Err(e) = result {
             self.close(i, format!("write failed: {e}"));
         }
     }
@@ -309,11 +328,22 @@ impl Worker {
     /// than the buffer drained it (epoll(7): for stream sockets a short read means the
     /// input is exhausted, and new data raises a new edge), which saves the extra
     /// `read` that would only return `WouldBlock`: one syscall per delivery instead of
-    /// two. With `exhaustive` (close or error seen) it reads on to EOF or `WouldBlock`.
+    /// two. With `exhaustive` (close or error seen) it reads on to EOF or `WouldBlock`,
+    /// and always over TLS: a short read there only empties rustls's buffer.
     fn read(&mut self, i: usize, exhaustive: bool) {
+        let exhaustive = exhaustive || self.config.tls.is_some();
         let mut buf = std::mem::take(&mut self.readbuf);
-        while let Some(stream) = self.clients[i].stream.as_mut() {
+        loop {
+            let c = &mut self.clients[i];
+            let handshaking = c.state == State::Handshaking;
+            let Some(stream) = c.stream.as_mut() else {
+                break;
+            };
             match stream.read(&mut buf) {
+                Ok(0) if handshaking => {
+                    self.close(i, "closed by the server during the TLS handshake".into());
+                    break;
+                }
                 Ok(0) => {
                     self.close(i, "closed by the server".into());
                     break;
@@ -327,6 +357,12 @@ impl Worker {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if handshaking => {
+                    let addr = self.config.addr.to_string();
+                    let why = handshake_error(&e, &addr, self.config.phase_timeout);
+                    self.close(i, format!("TLS handshake failed: {why}"));
+                    break;
+                }
                 Err(e) => {
                     self.close(i, format!("read failed: {e}"));
                     break;
@@ -368,13 +404,13 @@ impl Worker {
         }
         if matches!(
             c.state,
-            State::Connecting | State::Connected | State::Joining
+            State::Connecting | State::Handshaking | State::Connected | State::Joining
         ) {
             self.fail(i, why);
             return;
         }
         if let Some(mut s) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            let _ = self.poll.registry().deregister(s.socket_mut());
             self.live -= 1;
         }
         // Nothing more can be written: the buffer goes back to the pool.
@@ -398,14 +434,14 @@ impl Worker {
     fn fail(&mut self, i: usize, why: String) {
         let c = &mut self.clients[i];
         if let Some(mut s) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            let _ = self.poll.registry().deregister(s.socket_mut());
             self.live -= 1;
         }
         // Nothing more can be written: the buffer goes back to the pool.
         c.out.clear(&mut self.pool);
         let join_phase = matches!(c.state, State::Connected | State::Joining);
         match c.state {
-            State::Connecting => self.connecting -= 1,
+            State::Connecting | State::Handshaking => self.connecting -= 1,
             State::Joining => self.joining -= 1,
             _ => {}
         }
@@ -425,9 +461,12 @@ impl Worker {
     }
 
     fn finish(mut self) -> Tally {
-        // Dropping the streams closes them; the counts are final.
+        // Dropping the streams closes them (over TLS after a close_notify, so the
+        // server sees a clean end); the counts are final.
         for c in &mut self.clients {
-            c.stream = None;
+            if let Some(mut s) = c.stream.take() {
+                let _ = s.close_notify();
+            }
         }
         self.live = 0;
         self.publish();

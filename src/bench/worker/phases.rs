@@ -19,6 +19,7 @@ use crate::bench::config::BenchDialect;
 use crate::bench::contract::{Phase, STALL_LIMIT};
 use crate::bench::marker::Marker;
 use crate::bench::sockets;
+use crate::client::transport::{TlsStream, Transport};
 
 /// One phase's hooks.
 #[derive(Clone, Copy)]
@@ -120,6 +121,8 @@ impl Worker {
         for i in 0..self.clients.len() {
             match self.clients[i].state {
                 State::Connecting => self.fail(i, late.into()),
+                State::Handshaking if abort => self.fail(i, late.into()),
+                State::Handshaking => self.fail(i, "TLS handshake timed out".into()),
                 State::New => self.fail(i, never.into()),
                 _ => {}
             }
@@ -135,13 +138,24 @@ impl Worker {
         } else {
             Some(c.source_ips[self.clients[i].id % c.source_ips.len()])
         };
-        match sockets::open(c.addr, src, self.clients[i].stalled) {
+        self.clients[i].started = Some(Instant::now());
+        let opened = sockets::open(c.addr, src, self.clients[i].stalled)
+            .map_err(|e| sockets::connect_error(&e, c.addr))
+            .and_then(|sock| match &c.tls {
+                // The ClientHello waits in rustls until the connect completes.
+                Some(tls) => tls
+                    .connection()
+                    .map(|conn| Transport::Tls(Box::new(TlsStream::new(conn, sock))))
+                    .map_err(|e| e.to_string()),
+                None => Ok(Transport::Plain(sock)),
+            });
+        match opened {
             Ok(mut stream) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match self
                     .poll
                     .registry()
-                    .register(&mut stream, Token(i), interest)
+                    .register(stream.socket_mut(), Token(i), interest)
                 {
                     Ok(()) => {
                         self.clients[i].stream = Some(stream);
@@ -152,20 +166,24 @@ impl Worker {
                     Err(e) => self.fail(i, format!("cannot register socket: {e}")),
                 }
             }
-            Err(e) => self.fail(i, sockets::connect_error(&e, c.addr)),
+            Err(why) => self.fail(i, why),
         }
     }
 
-    /// Checks a connecting socket after an event. Returns whether it is now connected.
+    /// Checks a connecting socket after an event. Returns whether it is now connected
+    /// (over TLS: handshaking, with the ClientHello on its way).
     pub(super) fn check_connect(&mut self, i: usize) -> bool {
         let Some(stream) = &self.clients[i].stream else {
             return false;
         };
-        match sockets::connected(stream) {
+        match sockets::connected(stream.socket()) {
+            Ok(true) if self.config.tls.is_some() => {
+                self.clients[i].state = State::Handshaking;
+                self.flush(i);
+                self.clients[i].state == State::Handshaking
+            }
             Ok(true) => {
-                self.connecting -= 1;
-                self.clients[i].state = State::Connected;
-                self.tally.connected += 1;
+                self.connected(i);
                 true
             }
             Ok(false) => false,
@@ -175,6 +193,27 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// After I/O on a handshaking client: once its handshake is done it counts as
+    /// connected, and the handshake's time from the connect's start is recorded.
+    pub(super) fn check_handshake(&mut self, i: usize) {
+        let c = &self.clients[i];
+        if c.stream.as_ref().is_none_or(|s| s.is_handshaking()) {
+            return;
+        }
+        if let Some(started) = c.started {
+            let us = started.elapsed().as_micros() as u64;
+            self.tally.handshake.saturating_record(us.max(1));
+        }
+        self.connected(i);
+    }
+
+    /// A connection is ready for the join.
+    fn connected(&mut self, i: usize) {
+        self.connecting -= 1;
+        self.clients[i].state = State::Connected;
+        self.tally.connected += 1;
     }
 
     // ---- join ----------------------------------------------------------------------
