@@ -134,11 +134,23 @@ pub struct SelfSigned {
 /// rustls on both ends: an end-entity certificate with subjectAltNames, ECDSA P-256
 /// (cheap handshakes).
 pub fn self_signed(names: &[String]) -> Result<SelfSigned, TlsError> {
-    let certified = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| TlsError(format!("cannot make a certificate: {e}")))?;
+    let fail = |e: rcgen::Error| TlsError(format!("cannot make a certificate: {e}"));
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(fail)?;
+    // A name of its own, so a client that trusts another self-signed certificate is
+    // told "unknown issuer", not a confusing bad signature from a look-alike issuer.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let first = names.first().map_or("loopchat", String::as_str);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{first} (loopchat, {stamp:x})"));
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
     Ok(SelfSigned {
-        cert_pem: certified.cert.pem(),
-        key_pem: certified.signing_key.serialize_pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     })
 }
 
