@@ -157,7 +157,18 @@ fn translate(line: &[u8]) -> Input {
     };
     match command {
         Command::Nick(name) => Input::Send(format!("JOIN:{name}")),
-        Command::Join(room) => Input::Send(format!("JOIN:{room}")),
+        Command::Join { room, key: None } => Input::Send(format!("JOIN:{room}")),
+        Command::Join {
+            room,
+            key: Some(key),
+        } => Input::Send(format!("JOIN:{room}:{}", key.0)),
+        Command::Register { name, password } => {
+            Input::Send(format!("REGISTER:{name}:{}", password.0))
+        }
+        Command::Auth { name, password } => Input::Send(format!("AUTH:{name}:{}", password.0)),
+        Command::Pass(password) => Input::Send(format!("PASS:{}", password.0)),
+        Command::Kick { name, reason } => Input::Send(format!("KICK:{name}:{reason}")),
+        Command::Ban { name, duration } => Input::Send(format!("BAN:{name}:{duration}")),
         Command::Say(text) => Input::Send(format!("SAY::{text}")),
         // A `:` in the name would move the split between name and text on the wire.
         Command::Msg { to, .. } if !codec::valid_name(to) => {

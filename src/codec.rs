@@ -232,8 +232,43 @@ impl TelnetFilter {
 pub enum Command<'a> {
     /// Take or change one's name (`JOIN:alice`, `/nick alice`).
     Nick(&'a str),
-    /// Move to a room; the string includes the leading `#`.
-    Join(&'a str),
+    /// Move to a room, with its key if it has (or is to get) one.
+    Join {
+        /// The room, with its leading `#`.
+        room: &'a str,
+        /// `JOIN:#room:<key>`.
+        key: Option<Secret<'a>>,
+    },
+    /// Create an account for a name, and log in to it.
+    Register {
+        /// The name.
+        name: &'a str,
+        /// The password (everything after the second colon).
+        password: Secret<'a>,
+    },
+    /// Log in to an account.
+    Auth {
+        /// The name.
+        name: &'a str,
+        /// The password (everything after the second colon).
+        password: Secret<'a>,
+    },
+    /// The server password (`--password-file`).
+    Pass(Secret<'a>),
+    /// An operator closes a user's connection.
+    Kick {
+        /// Whose.
+        name: &'a str,
+        /// Why, told to them.
+        reason: &'a str,
+    },
+    /// An operator bans a user's address.
+    Ban {
+        /// Whose.
+        name: &'a str,
+        /// For how long (a duration such as `10m`).
+        duration: &'a str,
+    },
     /// Chat to one's room.
     Say(&'a str),
     /// Private message.
@@ -258,6 +293,17 @@ pub enum Command<'a> {
     },
     /// Text-mode help.
     Help,
+}
+
+/// A password or key as it came in a line. Its `Debug` does not show it, so no log line
+/// can print one by accident.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secret<'a>(pub &'a str);
+
+impl fmt::Debug for Secret<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// Most messages one `HISTORY:` request may ask for.
@@ -307,7 +353,10 @@ impl fmt::Display for ParseError<'_> {
 }
 
 /// The verbs a protocol line may start with (followed by `:`).
-const VERBS: [&str; 7] = ["JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS", "HISTORY"];
+const VERBS: [&str; 12] = [
+    "JOIN", "SAY", "MSG", "LEAVE", "WHO", "ROOMS", "HISTORY", "REGISTER", "AUTH", "PASS", "KICK",
+    "BAN",
+];
 
 /// Whether `line` starts like a protocol frame: a known verb, in capitals, then `:`.
 /// Says nothing about the rest of the line; [`decide_dialect`] also checks it is text.
@@ -377,7 +426,16 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
     let line = check_text(line)?;
     let (verb, rest) = line.split_once(':').unwrap_or((line, ""));
     match verb {
-        "JOIN" if rest.starts_with('#') => Ok(Command::Join(rest)),
+        "JOIN" if rest.starts_with('#') => Ok(match rest.split_once(':') {
+            Some((room, key)) => Command::Join {
+                room,
+                key: Some(Secret(key)),
+            },
+            None => Command::Join {
+                room: rest,
+                key: None,
+            },
+        }),
         "JOIN" if rest.is_empty() => Err(ParseError::Usage("JOIN:<name> or JOIN:#<room>")),
         "JOIN" => Ok(Command::Nick(rest)),
         "SAY" => Ok(Command::Say(say_text(rest))),
@@ -386,6 +444,32 @@ pub fn parse_frame(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
             _ => Err(ParseError::Usage("MSG:<name>:<text>")),
         },
         "LEAVE" => Ok(Command::Leave(rest)),
+        "REGISTER" | "AUTH" => {
+            let (name, password) = rest.split_once(':').ok_or(ParseError::Usage(
+                "REGISTER:<name>:<password> or AUTH:<name>:<password>",
+            ))?;
+            let password = Secret(password);
+            Ok(if verb == "AUTH" {
+                Command::Auth { name, password }
+            } else {
+                Command::Register { name, password }
+            })
+        }
+        "PASS" => Ok(Command::Pass(Secret(rest))),
+        "KICK" => match rest.split_once(':') {
+            Some((name, reason)) if !name.is_empty() => Ok(Command::Kick { name, reason }),
+            None if !rest.is_empty() => Ok(Command::Kick {
+                name: rest,
+                reason: "",
+            }),
+            _ => Err(ParseError::Usage("KICK:<name>:<reason>")),
+        },
+        "BAN" => match rest.split_once(':') {
+            Some((name, duration)) if !name.is_empty() && !duration.is_empty() => {
+                Ok(Command::Ban { name, duration })
+            }
+            _ => Err(ParseError::Usage("BAN:<name>:<duration>")),
+        },
         "WHO" => Ok(Command::Who),
         "ROOMS" => Ok(Command::Rooms),
         "HISTORY" => {
@@ -444,11 +528,54 @@ pub fn parse_text(line: &[u8]) -> Result<Command<'_>, ParseError<'_>> {
     };
     let (name, arg) = cmd.split_once([' ', '\t']).unwrap_or((cmd, ""));
     let arg = arg.trim();
+    let name_is = |n: &str| name == n;
     match name {
         "nick" | "name" if !arg.is_empty() => Ok(Command::Nick(arg)),
         "nick" | "name" => Err(ParseError::Usage("/nick <name>")),
-        "join" if arg.starts_with('#') => Ok(Command::Join(arg)),
-        "join" => Err(ParseError::Usage("/join #<room>")),
+        "join" if arg.starts_with('#') => Ok(match arg.split_once([' ', '\t']) {
+            Some((room, key)) => Command::Join {
+                room,
+                key: Some(Secret(key.trim_start())),
+            },
+            None => Command::Join {
+                room: arg,
+                key: None,
+            },
+        }),
+        "join" => Err(ParseError::Usage("/join #<room> [key]")),
+        "register" | "login" => match arg.split_once([' ', '\t']) {
+            Some((name, password)) if !password.trim().is_empty() => {
+                let password = Secret(password.trim_start());
+                Ok(if name_is("login") {
+                    Command::Auth { name, password }
+                } else {
+                    Command::Register { name, password }
+                })
+            }
+            _ => Err(ParseError::Usage(
+                "/register <name> <password> or /login <name> <password>",
+            )),
+        },
+        "pass" if !arg.is_empty() => Ok(Command::Pass(Secret(arg))),
+        "pass" => Err(ParseError::Usage("/pass <password>")),
+        "kick" => match arg.split_once([' ', '\t']) {
+            Some((name, reason)) => Ok(Command::Kick {
+                name,
+                reason: reason.trim_start(),
+            }),
+            None if !arg.is_empty() => Ok(Command::Kick {
+                name: arg,
+                reason: "",
+            }),
+            None => Err(ParseError::Usage("/kick <name> [reason]")),
+        },
+        "ban" => match arg.split_once([' ', '\t']) {
+            Some((name, duration)) => Ok(Command::Ban {
+                name,
+                duration: duration.trim(),
+            }),
+            None => Err(ParseError::Usage("/ban <name> <duration>")),
+        },
         "msg" => match arg.split_once([' ', '\t']) {
             Some((to, text)) if !text.trim().is_empty() => Ok(Command::Msg {
                 to,
@@ -663,6 +790,92 @@ mod tests {
     }
 
     #[test]
+    fn account_commands_keep_colons_in_passwords() {
+        assert_eq!(
+            parse_frame(b"REGISTER:alice:pa:ss:word"),
+            Ok(Command::Register {
+                name: "alice",
+                password: Secret("pa:ss:word")
+            })
+        );
+        assert_eq!(
+            parse_frame(b"AUTH:alice:x"),
+            Ok(Command::Auth {
+                name: "alice",
+                password: Secret("x")
+            })
+        );
+        assert_eq!(
+            parse_frame(b"PASS:open:sesame"),
+            Ok(Command::Pass(Secret("open:sesame")))
+        );
+        assert_eq!(
+            parse_frame(b"JOIN:#club:k:e:y"),
+            Ok(Command::Join {
+                room: "#club",
+                key: Some(Secret("k:e:y"))
+            })
+        );
+        assert!(matches!(
+            parse_frame(b"AUTH:alice"),
+            Err(ParseError::Usage(_))
+        ));
+        assert_eq!(
+            parse_text(b"/login alice pass word"),
+            Ok(Command::Auth {
+                name: "alice",
+                password: Secret("pass word")
+            })
+        );
+        assert_eq!(
+            parse_text(b"/join #club key"),
+            Ok(Command::Join {
+                room: "#club",
+                key: Some(Secret("key"))
+            })
+        );
+    }
+
+    #[test]
+    fn operator_commands_parse_in_both_dialects() {
+        assert_eq!(
+            parse_frame(b"KICK:bob:spam: again"),
+            Ok(Command::Kick {
+                name: "bob",
+                reason: "spam: again"
+            })
+        );
+        assert_eq!(
+            parse_frame(b"BAN:bob:10m"),
+            Ok(Command::Ban {
+                name: "bob",
+                duration: "10m"
+            })
+        );
+        assert!(matches!(parse_frame(b"BAN:bob"), Err(ParseError::Usage(_))));
+        assert_eq!(
+            parse_text(b"/kick bob be nice"),
+            Ok(Command::Kick {
+                name: "bob",
+                reason: "be nice"
+            })
+        );
+        assert_eq!(
+            parse_text(b"/ban bob 1h"),
+            Ok(Command::Ban {
+                name: "bob",
+                duration: "1h"
+            })
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let cmd = parse_frame(b"AUTH:alice:hunter22").unwrap();
+        assert!(!format!("{cmd:?}").contains("hunter22"));
+    }
+
+    #[test]
     fn history_requests_parse_in_both_dialects() {
         assert_eq!(
             parse_frame(b"HISTORY:50"),
@@ -871,7 +1084,13 @@ mod tests {
     #[test]
     fn frames_parse() {
         assert_eq!(parse_frame(b"JOIN:alice"), Ok(Command::Nick("alice")));
-        assert_eq!(parse_frame(b"JOIN:#rust"), Ok(Command::Join("#rust")));
+        assert_eq!(
+            parse_frame(b"JOIN:#rust"),
+            Ok(Command::Join {
+                room: "#rust",
+                key: None
+            })
+        );
         assert_eq!(parse_frame(b"SAY::hi"), Ok(Command::Say("hi")));
         assert_eq!(parse_frame(b"SAY:mallory:a:b"), Ok(Command::Say("a:b")));
         assert_eq!(parse_frame(b"SAY:hi"), Ok(Command::Say("hi")));
@@ -895,7 +1114,13 @@ mod tests {
     fn text_commands_parse() {
         assert_eq!(parse_text(b"hello"), Ok(Command::Say("hello")));
         assert_eq!(parse_text(b"/nick bob"), Ok(Command::Nick("bob")));
-        assert_eq!(parse_text(b"/join #x"), Ok(Command::Join("#x")));
+        assert_eq!(
+            parse_text(b"/join #x"),
+            Ok(Command::Join {
+                room: "#x",
+                key: None
+            })
+        );
         assert_eq!(
             parse_text(b"/msg bob hi there"),
             Ok(Command::Msg {

@@ -272,7 +272,15 @@ impl Hub {
         }
         match cmd {
             Command::Nick(name) => self.nick(id, name, out),
-            Command::Join(room) => self.join(id, room, out),
+            // A key has been checked by the server before the command gets here.
+            Command::Join { room, .. } => self.join(id, room, out),
+            // Accounts, the server password and operators are the server's: they need
+            // hashing off the loop, the abuse table and other connections.
+            Command::Register { .. }
+            | Command::Auth { .. }
+            | Command::Pass(_)
+            | Command::Kick { .. }
+            | Command::Ban { .. } => {}
             Command::Say(text) => self.say(id, text, out),
             Command::Msg { to, text } => self.msg(id, to, text, out),
             Command::Who => self.who(id, out),

@@ -143,9 +143,10 @@ pub fn self_signed(names: &[String]) -> Result<SelfSigned, TlsError> {
         .map_or(0, |d| d.as_nanos());
     let first = names.first().map_or("loopchat", String::as_str);
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{first} (loopchat, {stamp:x})"));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("{first} (loopchat, {stamp:x})"),
+    );
     let key = rcgen::KeyPair::generate().map_err(fail)?;
     let cert = params.self_signed(&key).map_err(fail)?;
     Ok(SelfSigned {
