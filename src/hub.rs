@@ -10,7 +10,7 @@
 //! pin down; they are why the file runs past 600 lines.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use slab::Slab;
@@ -119,6 +119,10 @@ struct Member {
     name: Option<Box<str>>,
     /// The room and this member's index in its member list.
     room: Option<(usize, usize)>,
+    /// Logged in to the account of its current name.
+    account: bool,
+    /// Logged in as an operator (`--admin`).
+    admin: bool,
 }
 
 #[derive(Debug)]
@@ -143,6 +147,8 @@ pub struct Hub {
     members: Vec<Option<Member>>,
     /// Lower-cased name → connection.
     names: HashMap<Box<str>, ConnId>,
+    /// Lower-cased names that belong to accounts: only their owner may take them.
+    reserved: HashSet<Box<str>>,
     rooms: Slab<Room>,
     /// Lower-cased room name → key in `rooms`.
     room_index: HashMap<Box<str>, usize>,
@@ -187,6 +193,7 @@ impl Hub {
         Hub {
             members: Vec::new(),
             names: HashMap::new(),
+            reserved: HashSet::new(),
             rooms: Slab::new(),
             room_index: HashMap::new(),
             next_guest: 1,
@@ -204,6 +211,8 @@ impl Hub {
             id,
             name: None,
             room: None,
+            account: false,
+            admin: false,
         });
     }
 
@@ -231,6 +240,50 @@ impl Hub {
     /// The connection's name, if it has one.
     pub fn name(&self, id: ConnId) -> Option<&str> {
         self.member(id)?.name.as_deref()
+    }
+
+    /// Reserves `name` for its account: from now on only a connection logged in to it
+    /// may take it.
+    pub fn reserve(&mut self, name: &str) {
+        let mut buf = [0; MAX_NAME + 2];
+        if let Some(key) = fold(name, &mut buf) {
+            self.reserved.insert(key.into());
+        }
+    }
+
+    /// Whether `name` (any case) belongs to an account.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        let mut buf = [0; MAX_NAME + 2];
+        fold(name, &mut buf).is_some_and(|k| self.reserved.contains(k))
+    }
+
+    /// The connection that holds `name` (any case), if any.
+    pub fn owner(&self, name: &str) -> Option<ConnId> {
+        let mut buf = [0; MAX_NAME + 2];
+        fold(name, &mut buf).and_then(|k| self.names.get(k).copied())
+    }
+
+    /// Whether `id` is logged in as an operator.
+    pub fn is_admin(&self, id: ConnId) -> bool {
+        self.member(id).is_some_and(|m| m.admin)
+    }
+
+    /// Whether a room of this name (any case) exists.
+    pub fn room_exists(&self, room: &str) -> bool {
+        !self.room_members(room).is_empty()
+    }
+
+    /// Logs `id` in to the account `name` (the server has checked the password and
+    /// freed the name if another connection held it): `SERVER:logged in as <name>`,
+    /// then everything `JOIN:<name>` does.
+    pub fn login(&mut self, id: ConnId, name: &str, admin: bool, out: &mut impl Outbox) {
+        let Some(member) = self.member_mut(id) else {
+            return;
+        };
+        member.account = true;
+        member.admin = admin;
+        out.notice(id, Notice::LoggedIn(name));
+        self.nick(id, name, out);
     }
 
     /// Number of named connections.
@@ -305,9 +358,23 @@ impl Hub {
         {
             return out.notice(id, Notice::NameTaken(name));
         }
+        let reserved = self.reserved.contains(key);
         let Some(member) = self.member_mut(id) else {
             return;
         };
+        let own_account = member.account
+            && member
+                .name
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(name));
+        if reserved && !own_account {
+            return out.notice(id, Notice::NameRegistered(name));
+        }
+        if !own_account {
+            // A move to another name leaves the account (and its rights) behind.
+            member.account = false;
+            member.admin = false;
+        }
         match member.name.take() {
             None => {
                 member.name = Some(name.into());

@@ -51,6 +51,10 @@ pub enum Notice<'a> {
     AlreadyIn(&'a str),
     /// After a replay or a page of history.
     EndOfHistory(&'a str),
+    /// `REGISTER:` or `AUTH:` succeeded.
+    LoggedIn(&'a str),
+    /// The right server password.
+    PasswordAccepted,
     /// The answer to `LEAVE:`; the connection closes after it.
     Goodbye,
     /// Shutdown; the connection closes after it.
@@ -105,6 +109,40 @@ pub enum Notice<'a> {
     RegistrationTimeout,
     /// Silent for `--idle-timeout`.
     IdleTimeout,
+    /// `JOIN:<name>` of a name that belongs to an account.
+    NameRegistered(&'a str),
+    /// `AUTH:` with an unknown name or a wrong password (the same answer for both).
+    WrongLogin,
+    /// `REGISTER:` with a password outside 8–128 bytes.
+    PasswordLength,
+    /// Another connection logged in to this one's account; this one is closed.
+    LoggedInElsewhere,
+    /// A line before the server password (`--password-file`).
+    PasswordRequired,
+    /// A wrong server password; the connection is closed.
+    WrongServerPassword,
+    /// `JOIN:#room` of a room that has a key.
+    NeedsKey(&'a str),
+    /// `JOIN:#room:<key>` with the wrong key.
+    WrongKey(&'a str),
+    /// An operator closed this connection.
+    Kicked {
+        /// The operator.
+        by: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// An operator banned this connection's address.
+    BannedBy {
+        /// The operator.
+        by: &'a str,
+        /// The ban's length in whole seconds.
+        seconds: u64,
+    },
+    /// An operator command from someone who is not one, or against another operator.
+    NotAllowed,
+    /// Password hashing is at capacity; the request was not taken.
+    Busy,
 }
 
 impl Notice<'_> {
@@ -119,6 +157,8 @@ impl Notice<'_> {
             | Notice::NowIn(_)
             | Notice::AlreadyIn(_)
             | Notice::EndOfHistory(_)
+            | Notice::LoggedIn(_)
+            | Notice::PasswordAccepted
             | Notice::Goodbye
             | Notice::ShuttingDown => false,
             Notice::Parse(_)
@@ -137,7 +177,19 @@ impl Notice<'_> {
             | Notice::TooManyConnections
             | Notice::ConnectingTooFast
             | Notice::RegistrationTimeout
-            | Notice::IdleTimeout => true,
+            | Notice::IdleTimeout
+            | Notice::NameRegistered(_)
+            | Notice::WrongLogin
+            | Notice::PasswordLength
+            | Notice::LoggedInElsewhere
+            | Notice::PasswordRequired
+            | Notice::WrongServerPassword
+            | Notice::NeedsKey(_)
+            | Notice::WrongKey(_)
+            | Notice::Kicked { .. }
+            | Notice::BannedBy { .. }
+            | Notice::NotAllowed
+            | Notice::Busy => true,
         }
     }
 
@@ -162,6 +214,8 @@ impl fmt::Display for Notice<'_> {
             Notice::NowIn(room) => write!(f, "you are now in {room}"),
             Notice::AlreadyIn(room) => write!(f, "you are already in {room}"),
             Notice::EndOfHistory(room) => write!(f, "end of history for {room}"),
+            Notice::LoggedIn(name) => write!(f, "logged in as {name}"),
+            Notice::PasswordAccepted => f.write_str("password accepted"),
             Notice::Goodbye => f.write_str("goodbye"),
             Notice::ShuttingDown => f.write_str("server shutting down"),
             Notice::Parse(e) => write!(f, "{e}"),
@@ -200,6 +254,22 @@ impl fmt::Display for Notice<'_> {
             Notice::ConnectingTooFast => f.write_str("connecting too fast, try again later"),
             Notice::RegistrationTimeout => f.write_str("registration timeout, closing"),
             Notice::IdleTimeout => f.write_str("idle timeout, closing"),
+            Notice::NameRegistered(name) => {
+                write!(f, "name {name} is registered; use AUTH:{name}:<password>")
+            }
+            Notice::WrongLogin => f.write_str("wrong name or password"),
+            Notice::PasswordLength => f.write_str("password must be 8 to 128 bytes"),
+            Notice::LoggedInElsewhere => f.write_str("logged in elsewhere, closing"),
+            Notice::PasswordRequired => f.write_str("password required"),
+            Notice::WrongServerPassword => f.write_str("wrong server password, closing"),
+            Notice::NeedsKey(room) => write!(f, "room {room} needs a key"),
+            Notice::WrongKey(room) => write!(f, "wrong key for {room}"),
+            Notice::Kicked { by, reason } => write!(f, "kicked by {by}: {reason}, closing"),
+            Notice::BannedBy { by, seconds } => {
+                write!(f, "banned for {seconds} seconds by {by}, closing")
+            }
+            Notice::NotAllowed => f.write_str("not allowed"),
+            Notice::Busy => f.write_str("server busy, try again"),
         }
     }
 }
@@ -246,6 +316,26 @@ mod tests {
             Notice::ConnectingTooFast,
             Notice::RegistrationTimeout,
             Notice::IdleTimeout,
+            Notice::LoggedIn("<name>"),
+            Notice::PasswordAccepted,
+            Notice::NameRegistered("<name>"),
+            Notice::WrongLogin,
+            Notice::PasswordLength,
+            Notice::LoggedInElsewhere,
+            Notice::PasswordRequired,
+            Notice::WrongServerPassword,
+            Notice::NeedsKey("#<room>"),
+            Notice::WrongKey("#<room>"),
+            Notice::Kicked {
+                by: "<admin>",
+                reason: "<reason>",
+            },
+            Notice::BannedBy {
+                by: "<admin>",
+                seconds: 600,
+            },
+            Notice::NotAllowed,
+            Notice::Busy,
         ];
         all.iter().map(sample_of).collect()
     }
@@ -278,7 +368,21 @@ mod tests {
             | Notice::TooManyConnections
             | Notice::ConnectingTooFast
             | Notice::RegistrationTimeout
-            | Notice::IdleTimeout => *n,
+            | Notice::IdleTimeout
+            | Notice::LoggedIn(_)
+            | Notice::PasswordAccepted
+            | Notice::NameRegistered(_)
+            | Notice::WrongLogin
+            | Notice::PasswordLength
+            | Notice::LoggedInElsewhere
+            | Notice::PasswordRequired
+            | Notice::WrongServerPassword
+            | Notice::NeedsKey(_)
+            | Notice::WrongKey(_)
+            | Notice::Kicked { .. }
+            | Notice::BannedBy { .. }
+            | Notice::NotAllowed
+            | Notice::Busy => *n,
         }
     }
 

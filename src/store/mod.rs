@@ -128,6 +128,53 @@ pub trait Backend: Send {
     /// Deletes at most `max_rows` messages older than `older_than_ms` (Unix ms), oldest
     /// first, and says how many went.
     fn prune(&mut self, older_than_ms: i64, max_rows: usize) -> Result<usize, StoreError>;
+    /// Every account and room key (read once, at open).
+    fn secrets(&mut self) -> Result<Secrets, StoreError> {
+        Ok(Secrets::default())
+    }
+    /// Stores (or replaces) an account's or a room's PHC string.
+    fn put_secret(&mut self, secret: &Secret) -> Result<(), StoreError> {
+        let _ = secret;
+        Ok(())
+    }
+}
+
+/// Accounts and room keys as stored: `(name, PHC string)` pairs. The server keeps them
+/// in memory, so a login needs no disk read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Secrets {
+    /// Account names (as registered) and their password hashes.
+    pub accounts: Vec<(String, String)>,
+    /// Room names (as created) and their key hashes.
+    pub room_keys: Vec<(String, String)>,
+}
+
+/// One account or room key to store. Its `Debug` hides the hash.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// An account: its name and its password's PHC string.
+    Account {
+        /// The name as registered.
+        name: String,
+        /// The Argon2id PHC string.
+        phc: String,
+    },
+    /// A room key: the room and the key's PHC string.
+    RoomKey {
+        /// The room as created, with its `#`.
+        room: String,
+        /// The Argon2id PHC string.
+        phc: String,
+    },
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Account { name, .. } => write!(f, "Account({name:?}, ..)"),
+            Secret::RoomKey { room, .. } => write!(f, "RoomKey({room:?}, ..)"),
+        }
+    }
 }
 
 /// Why the store cannot open, read or write. Each names the database and the reason.
@@ -226,6 +273,8 @@ pub struct Store {
     ended: Receiver<()>,
     name: String,
     queue: usize,
+    /// Read at open, handed to the server once.
+    secrets: Secrets,
 }
 
 impl fmt::Debug for Store {
@@ -255,10 +304,21 @@ impl Store {
         Store::with_backend(Box::new(backend), &config, answer)
     }
 
+    /// The accounts and room keys read at open (empty after the first call).
+    pub fn take_secrets(&mut self) -> Secrets {
+        std::mem::take(&mut self.secrets)
+    }
+
+    /// Queues an account or a room key to be stored. Never blocks; `false` if the
+    /// queue is full (the server then keeps it in memory only, and says so in the log).
+    pub fn put_secret(&self, secret: Secret) -> bool {
+        self.tx.try_send(Request::Secret(secret)).is_ok()
+    }
+
     /// Starts the storage thread over an already open `backend`; `config.path` is not
     /// looked at.
     pub fn with_backend(
-        backend: Box<dyn Backend>,
+        mut backend: Box<dyn Backend>,
         config: &StoreConfig,
         answer: Box<dyn Fn(Answer) + Send>,
     ) -> Result<Store, StoreError> {
@@ -268,6 +328,7 @@ impl Store {
         let (ended_tx, ended) = mpsc::channel::<()>();
         let counters = Arc::new(Counters::default());
         let name = backend.name().to_string();
+        let secrets = backend.secrets()?;
         let worker = Worker::new(backend, rx, answer, Arc::clone(&counters), config);
         let thread = std::thread::Builder::new()
             .name("loopchat-store".into())
@@ -286,6 +347,7 @@ impl Store {
             ended,
             name,
             queue,
+            secrets,
         })
     }
 

@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 
-use super::{Backend, Message, StoreError};
+use super::{Backend, Message, Secret, Secrets, StoreError};
 
 /// The schema version this build writes (`PRAGMA user_version`). A later change adds a
 /// step to [`migrate`] and bumps it; a database with a higher one is refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a loopchat database ("lcdb"), so a file that belongs to
 /// something else is refused instead of written into.
@@ -54,6 +54,27 @@ const SCHEMA_V1: &str = "
     CREATE INDEX messages_by_room ON messages (room_key, at_ms);
     CREATE INDEX messages_by_time ON messages (at_ms);
 ";
+
+/// Version 2: accounts and room keys, as Argon2id PHC strings (never a password), keyed
+/// by the folded name.
+const SCHEMA_V2: &str = "
+    CREATE TABLE accounts (
+        name_key TEXT PRIMARY KEY,
+        name     TEXT NOT NULL,
+        phc      TEXT NOT NULL
+    );
+    CREATE TABLE room_keys (
+        room_key TEXT PRIMARY KEY,
+        room     TEXT NOT NULL,
+        phc      TEXT NOT NULL
+    );
+";
+
+const PUT_ACCOUNT: &str =
+    "INSERT OR REPLACE INTO accounts (name_key, name, phc) VALUES (lower(?1), ?1, ?2)";
+
+const PUT_ROOM_KEY: &str =
+    "INSERT OR REPLACE INTO room_keys (room_key, room, phc) VALUES (lower(?1), ?1, ?2)";
 
 const INSERT: &str =
     "INSERT INTO messages (room_key, room, at_ms, sender, text) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -209,7 +230,10 @@ impl SqliteBackend {
         if version < 1 {
             tx.execute_batch(SCHEMA_V1)?;
         }
-        // Later versions add their steps here: `if version < 2 { ... }`.
+        if version < 2 {
+            tx.execute_batch(SCHEMA_V2)?;
+        }
+        // Later versions add their steps here: `if version < 3 { ... }`.
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -280,6 +304,36 @@ impl Backend for SqliteBackend {
             db: self.db.clone(),
             reason: explain(&e),
         })
+    }
+
+    fn secrets(&mut self) -> Result<Secrets, StoreError> {
+        let read = |conn: &Connection| -> rusqlite::Result<Secrets> {
+            let pairs = |sql: &str| -> rusqlite::Result<Vec<(String, String)>> {
+                let mut select = conn.prepare(sql)?;
+                let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            };
+            Ok(Secrets {
+                accounts: pairs("SELECT name, phc FROM accounts")?,
+                room_keys: pairs("SELECT room, phc FROM room_keys")?,
+            })
+        };
+        read(&self.conn).map_err(|e| StoreError::Read {
+            db: self.db.clone(),
+            reason: explain(&e),
+        })
+    }
+
+    fn put_secret(&mut self, secret: &Secret) -> Result<(), StoreError> {
+        let (sql, name, phc) = match secret {
+            Secret::Account { name, phc } => (PUT_ACCOUNT, name, phc),
+            Secret::RoomKey { room, phc } => (PUT_ROOM_KEY, room, phc),
+        };
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut put| put.execute(params![name, phc]))
+            .map(|_| ())
+            .map_err(|e| self.write_error(&e))
     }
 
     fn prune(&mut self, older_than_ms: i64, max_rows: usize) -> Result<usize, StoreError> {

@@ -541,3 +541,39 @@ fn a_database_with_a_broken_schema_page_is_refused_as_corrupt() {
     assert!(e.contains(&path.display().to_string()), "{e}");
     assert!(e.contains("corrupt"), "{e}");
 }
+
+#[test]
+fn accounts_and_room_keys_come_back_after_a_restart() {
+    let dir = temp();
+    let path = dir.path().join("chat.db");
+    let (mut store, _answers) = open(config(Some(path.clone()), NEVER));
+    assert_eq!(store.take_secrets(), Secrets::default());
+    assert!(store.put_secret(Secret::Account {
+        name: "Alice".into(),
+        phc: "$argon2id$fake-alice".into(),
+    }));
+    assert!(store.put_secret(Secret::RoomKey {
+        room: "#Club".into(),
+        phc: "$argon2id$fake-club".into(),
+    }));
+    store.close(PATIENCE);
+    let (mut store, _answers) = open(config(Some(path), NEVER));
+    let secrets = store.take_secrets();
+    assert_eq!(
+        secrets.accounts,
+        [("Alice".to_string(), "$argon2id$fake-alice".to_string())]
+    );
+    assert_eq!(
+        secrets.room_keys,
+        [("#Club".to_string(), "$argon2id$fake-club".to_string())]
+    );
+    let shown = format!(
+        "{:?}",
+        Secret::Account {
+            name: "a".into(),
+            phc: "$argon2id$secret".into()
+        }
+    );
+    assert!(!shown.contains("argon2id"), "{shown}");
+    store.close(PATIENCE);
+}

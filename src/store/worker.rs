@@ -32,6 +32,9 @@ const PRUNE_BEHIND: Duration = Duration::from_millis(100);
 /// What the loop asks of the thread.
 pub(super) enum Request {
     Append(Message),
+    /// An account or a room key, stored at once in a transaction of its own (rare, and
+    /// a person is waiting to use it).
+    Secret(super::Secret),
     Query {
         tag: Tag,
         room: String,
@@ -141,6 +144,11 @@ impl Worker {
                 self.batch.push(msg);
                 if self.batch.len() >= MAX_BATCH {
                     self.commit();
+                }
+            }
+            Request::Secret(secret) => {
+                if let Err(e) = self.backend.put_secret(&secret) {
+                    log::warn!("{e}; {secret:?} is kept in memory only");
                 }
             }
             Request::Query {
