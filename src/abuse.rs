@@ -389,11 +389,12 @@ impl Abuse {
             return None;
         }
         record.strikes = Strikes::new();
-        self.ban(key, count, now);
+        let why = format!("after {count} strikes");
+        self.ban(key, self.limits.ban_time, &why, now);
         Some(self.limits.ban_time)
     }
 
-    fn ban(&mut self, key: IpKey, strikes: u32, now: Instant) {
+    fn ban(&mut self, key: IpKey, duration: Duration, why: &str, now: Instant) {
         // A ban whose time is up but that `expire` has not removed yet.
         self.unban(key);
         while self.bans.len() >= self.limits.max_bans {
@@ -416,18 +417,19 @@ impl Abuse {
             self.last_full_warning = Some(now);
         }
         let until = now
-            .checked_add(self.limits.ban_time)
+            .checked_add(duration)
             .or_else(|| now.checked_add(FAR_FUTURE))
             .unwrap_or(now);
         let timer = self.wheel.insert(until, Due::BanEnds(key));
         self.bans.insert(key, Ban { until, timer });
         self.ban_order.insert((until, key));
-        info!(
-            "banned {} for {:?} after {} strikes",
-            self.redacted(key),
-            self.limits.ban_time,
-            strikes
-        );
+        info!("banned {} for {duration:?} {why}", self.redacted(key));
+    }
+
+    /// Bans `ip` for `duration` at an operator's word (`BAN:`), strikes or not, exempt
+    /// or not: an operator decides on purpose. The server closes its connections.
+    pub fn ban_by_operator(&mut self, ip: IpAddr, duration: Duration, by: &str, now: Instant) {
+        self.ban(IpKey::of(ip), duration, &format!("by operator {by:?}"), now);
     }
 
     fn unban(&mut self, key: IpKey) {

@@ -49,20 +49,24 @@ impl LineReader {
         &mut self,
         input: &[u8],
         max: usize,
-        on_line: impl FnMut(Result<&[u8], LineError>),
+        mut on_line: impl FnMut(Result<&[u8], LineError>),
     ) {
-        self.feed_some(input, max, usize::MAX, on_line);
+        self.feed_some(input, max, usize::MAX, |line| {
+            on_line(line);
+            true
+        });
     }
 
-    /// Like [`LineReader::feed`], but stops after `limit` calls of `on_line` and
-    /// returns how many bytes of `input` it used; the caller keeps the rest for later.
-    /// This is how a connection's parsing is bounded per loop turn.
+    /// Like [`LineReader::feed`], but stops after `limit` calls of `on_line`, or after a
+    /// call that returns `false`, and returns how many bytes of `input` it used; the
+    /// caller keeps the rest for later. This is how a connection's parsing is bounded
+    /// per loop turn, and paused while it waits for an answer from another thread.
     pub fn feed_some(
         &mut self,
         input: &[u8],
         max: usize,
         limit: usize,
-        mut on_line: impl FnMut(Result<&[u8], LineError>),
+        mut on_line: impl FnMut(Result<&[u8], LineError>) -> bool,
     ) -> usize {
         let mut rest = input;
         let mut calls = 0;
@@ -92,21 +96,25 @@ impl LineReader {
                     };
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     calls += 1;
-                    if line.len() > max {
+                    let go_on = if line.len() > max {
                         self.discarded += line.len();
-                        on_line(Err(LineError::TooLong));
+                        on_line(Err(LineError::TooLong))
                     } else {
-                        on_line(Ok(line));
-                    }
+                        on_line(Ok(line))
+                    };
                     self.release();
                     rest = &rest[i + 1..];
+                    if !go_on {
+                        break;
+                    }
                 }
                 None => {
                     // A line of `max` bytes may still be followed by its `\r\n`.
                     // Saturating: `--max-line` may be as large as `usize::MAX`.
                     if self.partial.len() + rest.len() > max.saturating_add(1) {
                         self.discarded += self.partial.len() + rest.len();
-                        on_line(Err(LineError::TooLong));
+                        // Nothing is left to hold back: the rest is thrown away.
+                        let _ = on_line(Err(LineError::TooLong));
                         self.release();
                         self.discarding = true;
                     } else {
@@ -948,12 +956,29 @@ mod tests {
         let mut r = LineReader::default();
         let mut got = Vec::new();
         let input = b"a\nbb\ncc";
-        let used = r.feed_some(input, 10, 1, |l| got.push(l.map(|l| l.to_vec())));
+        let used = r.feed_some(input, 10, 1, |l| {
+            got.push(l.map(|l| l.to_vec()));
+            true
+        });
         assert_eq!((used, got.clone()), (2, vec![ok("a")]));
-        let used = r.feed_some(&input[used..], 10, 5, |l| got.push(l.map(|l| l.to_vec())));
+        let used = r.feed_some(&input[used..], 10, 5, |l| {
+            got.push(l.map(|l| l.to_vec()));
+            true
+        });
         assert_eq!(used, 5, "the unfinished tail is taken into the reader");
         assert_eq!(got, vec![ok("a"), ok("bb")]);
         assert_eq!(r.pending(), 2);
+    }
+
+    #[test]
+    fn feed_some_stops_after_a_line_that_says_so() {
+        let mut r = LineReader::default();
+        let mut got = Vec::new();
+        let used = r.feed_some(b"AUTH:x\nSAY::hi\n", 100, usize::MAX, |l| {
+            got.push(l.map(|l| l.to_vec()));
+            false
+        });
+        assert_eq!((used, got), (7, vec![ok("AUTH:x")]));
     }
 
     #[test]

@@ -150,6 +150,11 @@ pub struct Conn {
     write_blocked: bool,
     /// Whether the peer has ended its input (read returned 0).
     input_ended: bool,
+    /// Waiting for another thread's answer (a password check): no input is read until
+    /// it comes.
+    waiting: bool,
+    /// Whether it has given the server password (or none is needed).
+    passed: bool,
     /// The interest currently registered with the poller.
     registered_interest: Interest,
 }
@@ -182,6 +187,8 @@ impl Conn {
             last_write: None,
             write_blocked: false,
             input_ended: false,
+            waiting: false,
+            passed: false,
             registered_interest: Interest::READABLE,
         }
     }
@@ -220,6 +227,26 @@ impl Conn {
     /// When input last arrived.
     pub fn last_active(&self) -> Instant {
         self.last_active
+    }
+
+    /// Whether it waits for another thread's answer; its input waits too.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Starts or ends a wait for another thread's answer.
+    pub fn set_waiting(&mut self, waiting: bool) {
+        self.waiting = waiting;
+    }
+
+    /// Whether it has given the server password.
+    pub fn has_passed(&self) -> bool {
+        self.passed
+    }
+
+    /// It gave the right server password (or none is needed).
+    pub fn pass(&mut self) {
+        self.passed = true;
     }
 
     /// Whether the peer has ended its input.
@@ -500,11 +527,13 @@ impl Conn {
     /// writable only while output is owed that the transport could not take.
     pub fn interest(&self) -> Interest {
         // Input is read in every state but Closed (after LEAVE it is read and dropped,
-        // so the final close is clean), so READABLE always stays.
-        if self.pending() > 0 || self.transport.wants_write() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+        // so the final close is clean), so READABLE stays, but while a password check
+        // is out: then the kernel's buffer holds the input back.
+        let owes = self.pending() > 0 || self.transport.wants_write();
+        match (self.waiting && self.state == State::Open, owes) {
+            (false, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, false) => Interest::READABLE,
+            (true, _) => Interest::WRITABLE,
         }
     }
 

@@ -119,6 +119,8 @@ impl Server {
         let used = reader.feed_some(input, self.config.max_line, *lines_left, |line| {
             lines += 1;
             self.on_line(id, line, now);
+            // A line that waits for another thread (a password check) holds the rest.
+            !self.conns.get(id).is_some_and(Conn::is_waiting)
         });
         *lines_left -= lines;
         let discarded = reader.take_discarded();
