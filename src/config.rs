@@ -53,6 +53,20 @@ pub struct ServerConfig {
     #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]
     pub history_retain: Duration,
 
+    /// A server password: every connection must first send `PASS:<password>`. The
+    /// file's content without its trailing newline; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// An account that, logged in, is an operator (`KICK:`, `BAN:`). Repeatable.
+    #[arg(long = "admin", value_name = "NAME")]
+    pub admins: Vec<String>,
+
+    /// Threads that hash and check passwords (Argon2id, 19 MiB each). 0 = one less
+    /// than the cores, at least one, so the loop keeps a core.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub auth_threads: usize,
+
     /// Longest accepted line in bytes, not counting its line end. Longer lines get
     /// `ERROR:line too long` and are discarded through their newline.
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]

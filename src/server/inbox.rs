@@ -26,6 +26,8 @@ pub enum LoopMsg {
     Reload,
     /// The storage thread answers a question about history.
     History(crate::store::Answer),
+    /// A password hasher's thread answers.
+    Auth(crate::auth::Answer),
 }
 
 /// The sending side, for any thread.

@@ -188,6 +188,9 @@ impl Server {
             }
             Err(e) => return self.conns.notice(id, Notice::Parse(e)),
         };
+        if self.gate(id, &cmd, now) {
+            return;
+        }
         let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
         let next = self.hub.apply(id, cmd, &mut out);
         self.arm_replay_timers(now);

@@ -32,6 +32,7 @@ use crate::notice::Notice;
 use crate::timer::TimerWheel;
 
 mod accept;
+mod access;
 mod conns;
 mod history;
 pub mod inbox;
@@ -39,6 +40,7 @@ mod input;
 pub mod stats;
 
 use accept::{LISTENER_BASE, Listener, ListenerKind};
+use access::Access;
 use conns::{Conns, OutputLimits};
 use history::{Delivery, History, REPLAY_WAIT};
 use inbox::{Inbox, InboxSender, LoopMsg};
@@ -122,6 +124,8 @@ pub struct Server {
     history: History,
     /// Questions put to the store during one delivery, to arm their timeouts.
     asked: Vec<crate::store::Tag>,
+    /// Accounts, the server password, room keys and operators.
+    access: Access,
     hub: Hub,
     abuse: Abuse,
     timers: TimerWheel<Timer>,
@@ -185,7 +189,7 @@ impl Server {
         // The database opens before anything listens, so a bad file is an error at
         // start, not a surprise later.
         let answers = inbox.sender();
-        let store = crate::store::Store::open(
+        let mut store = crate::store::Store::open(
             crate::store::StoreConfig {
                 path: (config.db != "none").then(|| PathBuf::from(&config.db)),
                 flush: config.db_flush,
@@ -199,6 +203,32 @@ impl Server {
             }),
         )
         .map_err(|e| io::Error::other(e.to_string()))?;
+        let verdicts = inbox.sender();
+        let hasher = crate::auth::Hasher::start(
+            crate::auth::HasherConfig {
+                threads: match config.auth_threads {
+                    0 => crate::auth::HasherConfig::default().threads,
+                    n => n,
+                },
+                ..crate::auth::HasherConfig::default()
+            },
+            Box::new(move |answer| {
+                // A full inbox drops the answer: that connection stays waiting until
+                // its registration or idle deadline, nobody else notices.
+                let _ = verdicts.send(LoopMsg::Auth(answer));
+            }),
+        )?;
+        let access = Access::new(
+            hasher,
+            store.take_secrets(),
+            config.password_file.clone(),
+            &config.admins,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut hub = Hub::new(config.announce_limit);
+        for name in access.account_names() {
+            hub.reserve(name);
+        }
         let signals = if config.handle_signals {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
             let mut signals =
@@ -233,7 +263,8 @@ impl Server {
             timers.insert(now + config.summary_interval, Timer::Summary);
         }
         Ok(Server {
-            hub: Hub::new(config.announce_limit),
+            hub,
+            access,
             abuse: Abuse::new(&config, now),
             conns: Conns::new(OutputLimits::of(&config), now),
             history: History::new(store, config.history_replay),
@@ -363,6 +394,7 @@ impl Server {
         // Everything accepted is committed before the process exits.
         let store = self.history.into_store();
         store.close(STORE_CLOSE_WAIT);
+        self.access.stop();
         Ok(())
     }
 
@@ -576,16 +608,17 @@ impl Server {
                 LoopMsg::Shutdown => self.begin_shutdown(now),
                 LoopMsg::Reload => self.reload(),
                 LoopMsg::History(answer) => self.history.answered(answer, &mut self.conns),
+                LoopMsg::Auth(answer) => self.on_auth_answer(answer, now),
             }
         }
     }
 
-    /// SIGHUP: re-reads the TLS certificate and key. New connections get the new pair;
-    /// open ones keep theirs. A file that does not load is logged and the old pair
-    /// stays.
+    /// SIGHUP: re-reads the server password file, and the TLS certificate and key.
+    /// New connections get the new pair; open ones keep theirs. A file that does not
+    /// load is logged and the old one stays.
     fn reload(&mut self) {
+        self.access.reload();
         let Some(tls) = &mut self.tls else {
-            info!("reload: nothing to reload (no TLS listener)");
             return;
         };
         match crate::tls::server_config(&tls.cert, &tls.key) {
