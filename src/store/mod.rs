@@ -30,9 +30,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -222,8 +222,8 @@ pub struct Store {
     counters: Arc<Counters>,
     thread: JoinHandle<()>,
     /// Disconnected once the thread has ended (its sender is dropped with it), so
-    /// [`Store::close`] can wait with a timeout.
-    ended: Receiver<()>,
+    /// [`Store::close`] can wait with a timeout. In a mutex only so a `Store` is `Sync`.
+    ended: Mutex<Receiver<()>>,
     name: String,
     queue: usize,
 }
@@ -283,7 +283,7 @@ impl Store {
             tx,
             counters,
             thread,
-            ended,
+            ended: Mutex::new(ended),
             name,
             queue,
         })
@@ -368,6 +368,10 @@ impl Store {
         // The thread drains what is queued, commits it and ends when the queue is
         // disconnected: no message is needed, so a full queue cannot delay the request.
         drop(tx);
+        let ended = match ended.into_inner() {
+            Ok(rx) => rx,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         match ended.recv_timeout(within) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 log::warn!(
