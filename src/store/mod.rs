@@ -92,7 +92,8 @@ pub struct StoreConfig {
     /// Group-commit interval (`--db-flush`): the longest a message waits for its
     /// commit. A batch that reaches 10 000 messages is committed at once.
     pub flush: Duration,
-    /// Messages older than this are deleted in the background (`--history-retain`).
+    /// Messages older than this are deleted in the background (`--history-retain`),
+    /// at most 1 000 a step, a step a second (ten while behind). Zero keeps nothing.
     pub retain: Duration,
     /// Requests the queue holds before [`Store::append`] counts messages as unsaved and
     /// [`Store::query`] refuses (at least 1).
