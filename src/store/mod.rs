@@ -30,9 +30,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -92,7 +92,8 @@ pub struct StoreConfig {
     /// Group-commit interval (`--db-flush`): the longest a message waits for its
     /// commit. A batch that reaches 10 000 messages is committed at once.
     pub flush: Duration,
-    /// Messages older than this are deleted in the background (`--history-retain`).
+    /// Messages older than this are deleted in the background (`--history-retain`),
+    /// at most 1 000 a step, a step a second (ten while behind). Zero keeps nothing.
     pub retain: Duration,
     /// Requests the queue holds before [`Store::append`] counts messages as unsaved and
     /// [`Store::query`] refuses (at least 1).
@@ -269,8 +270,8 @@ pub struct Store {
     counters: Arc<Counters>,
     thread: JoinHandle<()>,
     /// Disconnected once the thread has ended (its sender is dropped with it), so
-    /// [`Store::close`] can wait with a timeout.
-    ended: Receiver<()>,
+    /// [`Store::close`] can wait with a timeout. In a mutex only so a `Store` is `Sync`.
+    ended: Mutex<Receiver<()>>,
     name: String,
     queue: usize,
     /// Read at open, handed to the server once.
@@ -344,7 +345,7 @@ impl Store {
             tx,
             counters,
             thread,
-            ended,
+            ended: Mutex::new(ended),
             name,
             queue,
             secrets,
@@ -430,6 +431,10 @@ impl Store {
         // The thread drains what is queued, commits it and ends when the queue is
         // disconnected: no message is needed, so a full queue cannot delay the request.
         drop(tx);
+        let ended = match ended.into_inner() {
+            Ok(rx) => rx,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         match ended.recv_timeout(within) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 log::warn!(

@@ -27,7 +27,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 use super::{Backend, Message, Secret, Secrets, StoreError};
 
 /// The schema version this build writes (`PRAGMA user_version`). A later change adds a
-/// step to [`migrate`] and bumps it; a database with a higher one is refused.
+/// step to [`SqliteBackend::migrate`] and bumps it; a database with a higher one is refused.
 const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a loopchat database ("lcdb"), so a file that belongs to

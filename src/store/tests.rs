@@ -182,6 +182,12 @@ impl Backend for Stalled {
     }
 }
 
+#[test]
+fn a_store_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Store>();
+}
+
 // ---- history -------------------------------------------------------------------------
 
 #[test]
