@@ -509,9 +509,20 @@ impl Binary {
         Binary::start_with_nofile(args, None)
     }
 
+    /// [`Binary::start`] logging at `debug`.
+    #[track_caller]
+    pub fn start_debug(args: &[&str]) -> Binary {
+        Binary::start_with(args, None, "debug")
+    }
+
     /// [`Binary::start`] with the open-files limit (soft and hard) set to `nofile`.
     #[track_caller]
     pub fn start_with_nofile(args: &[&str], nofile: Option<u64>) -> Binary {
+        Binary::start_with(args, nofile, "info")
+    }
+
+    #[track_caller]
+    fn start_with(args: &[&str], nofile: Option<u64>, level: &str) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopchat"));
         cmd.arg("server").arg("127.0.0.1:0");
         // Never a database in the working directory, and no replay unless asked for.
@@ -521,7 +532,7 @@ impl Binary {
             }
         }
         cmd.args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
