@@ -488,3 +488,5 @@ pub fn read_password_file(path: &Path) -> Result<Vec<u8>, String> {
     Ok(std::mem::take(&mut *buf))
 }
 
+#[cfg(test)]
+mod tests;
