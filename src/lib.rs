@@ -25,6 +25,8 @@
 //!   limits (`conns`), accepting (`accept`), the inbox for other threads (`inbox`) and
 //!   the counters and summary line (`stats`).
 //! - [`store`]: room history in SQLite, on its own thread: the loop never waits on disk.
+//! - [`auth`]: Argon2id password hashing on worker threads, the server password file,
+//!   constant-time comparison.
 //! - [`client`]: `loopchat client`, the line client.
 //! - [`mod@bench`]: `loopchat bench`, the load harness.
 //!
@@ -34,6 +36,7 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 pub mod abuse;
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod codec;
