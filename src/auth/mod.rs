@@ -115,6 +115,17 @@ pub enum Answer {
     },
 }
 
+impl Answer {
+    /// The tag given with the job, whatever the answer.
+    pub fn tag(&self) -> Tag {
+        match self {
+            Answer::Hashed { tag, .. } | Answer::Verified { tag, .. } | Answer::Failed { tag } => {
+                *tag
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Answer {
     /// Leaves the hash out: no hash is ever logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
