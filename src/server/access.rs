@@ -275,12 +275,7 @@ impl Server {
 
     /// The hasher answered.
     pub(super) fn on_auth_answer(&mut self, answer: Answer, now: Instant) {
-        let tag = match &answer {
-            Answer::Hashed { tag, .. } | Answer::Verified { tag, .. } | Answer::Failed { tag } => {
-                *tag
-            }
-        };
-        let Some(pending) = self.access.pending.remove(&tag) else {
+        let Some(pending) = self.access.pending.remove(&answer.tag()) else {
             return;
         };
         let id = pending.id();
@@ -309,9 +304,10 @@ impl Server {
                 }
             }
             (Pending::NewKey { room, .. }, Answer::Hashed { phc, .. }) => {
-                let key = fold(&room);
-                if !self.access.room_keys.contains_key(&key) {
-                    self.access.room_keys.insert(key, phc.clone());
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    self.access.room_keys.entry(fold(&room))
+                {
+                    slot.insert(phc.clone());
                     let secret = store::Secret::RoomKey {
                         room: room.to_string(),
                         phc,
@@ -349,9 +345,7 @@ impl Server {
         if self.hub.owner(name).is_some_and(|owner| owner != id) {
             return self.conns.notice(id, Notice::NameTaken(name));
         }
-        self.access
-            .accounts
-            .insert(key, (name.into(), phc.clone()));
+        self.access.accounts.insert(key, (name.into(), phc.clone()));
         let secret = store::Secret::Account {
             name: name.to_string(),
             phc,
