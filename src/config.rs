@@ -35,6 +35,10 @@ pub struct ServerConfig {
     #[arg(long)]
     pub no_plain: bool,
 
+    /// Serve Prometheus metrics at `GET /metrics` on this address (HTTP, same loop).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
     /// The history database (SQLite): a file path, or `none` to keep history in memory
     /// only (lost at exit).
     #[arg(long, default_value = "loopchat.db", value_name = "PATH")]

@@ -43,6 +43,8 @@ pub(super) enum ListenerKind {
     Chat,
     /// The same inside TLS.
     Tls,
+    /// Prometheus scrapes (`--metrics`).
+    Metrics,
 }
 
 /// One listening socket.
@@ -103,7 +105,11 @@ impl Server {
                         self.out_of_fds = false;
                         info!("accepting again");
                     }
-                    self.admit(socket, peer, kind, now);
+                    if kind == ListenerKind::Metrics {
+                        self.scrapes.add(socket, self.poll.registry(), now);
+                    } else {
+                        self.admit(socket, peer, kind, now);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -184,8 +190,8 @@ impl Server {
                         .map_err(|e| io::Error::other(format!("TLS session: {e}")))?;
                     Transport::tls(socket, session)
                 }
-                (ListenerKind::Tls, None) => {
-                    return Err(io::Error::other("TLS listener without a certificate"));
+                (ListenerKind::Tls, None) | (ListenerKind::Metrics, _) => {
+                    return Err(io::Error::other("not a chat listener"));
                 }
             };
             let mut conn = Conn::new(id, transport, addr, now);

@@ -131,6 +131,11 @@ impl Conns {
         self.urgent = true;
     }
 
+    /// Bytes queued in all connections together.
+    pub(super) fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Connections in the table (open, draining, lingering or about to be removed).
     pub(super) fn len(&self) -> usize {
         self.slab.len()
@@ -313,6 +318,7 @@ impl Conns {
         match conn.flush(&mut self.pool, self.now) {
             Ok(written) => {
                 self.stats.writes += written.calls;
+                self.stats.bytes_out += written.bytes as u64;
                 self.queued -= written.bytes;
             }
             Err(e) => {
@@ -432,6 +438,7 @@ impl Conns {
             match conn.flush(&mut self.pool, self.now) {
                 Ok(written) => {
                     self.stats.writes += written.calls;
+                    self.stats.bytes_out += written.bytes as u64;
                     self.queued -= written.bytes;
                 }
                 Err(e) => {

@@ -73,6 +73,7 @@ impl Server {
             match conn.read_into(&mut buf[..want], now) {
                 ReadOutcome::Data { len, raw, drained } => {
                     bytes_left -= raw;
+                    self.conns.stats.bytes_in += raw as u64;
                     if !self.handle_input(id, &buf[..len], &mut lines_left, now) {
                         break true;
                     }

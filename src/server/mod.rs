@@ -37,6 +37,7 @@ mod conns;
 mod history;
 pub mod inbox;
 mod input;
+mod metrics;
 pub mod stats;
 
 use accept::{LISTENER_BASE, Listener, ListenerKind};
@@ -44,6 +45,7 @@ use access::Access;
 use conns::{Conns, OutputLimits};
 use history::{Delivery, History, REPLAY_WAIT};
 use inbox::{Inbox, InboxSender, LoopMsg};
+use metrics::{Figure, SCRAPE_BASE, Scrapes, TurnHistogram};
 use stats::{Stats, Summary};
 
 pub use crate::notice::GREETING;
@@ -126,6 +128,10 @@ pub struct Server {
     asked: Vec<crate::store::Tag>,
     /// Accounts, the server password, room keys and operators.
     access: Access,
+    /// Scrapes of `--metrics` in progress.
+    scrapes: Scrapes,
+    /// How long loop turns take.
+    turns: TurnHistogram,
     hub: Hub,
     abuse: Abuse,
     timers: TimerWheel<Timer>,
@@ -179,6 +185,9 @@ impl Server {
         }
         if let Some(addr) = config.tls_listen {
             wanted.push((addr, ListenerKind::Tls));
+        }
+        if let Some(addr) = config.metrics {
+            wanted.push((addr, ListenerKind::Metrics));
         }
         let listeners = wanted
             .into_iter()
@@ -248,10 +257,10 @@ impl Server {
             } else {
                 listener.addr.to_string()
             };
-            let tls = if listener.kind == ListenerKind::Tls {
-                " for TLS"
-            } else {
-                ""
+            let tls = match listener.kind {
+                ListenerKind::Chat => "",
+                ListenerKind::Tls => " for TLS",
+                ListenerKind::Metrics => " for metrics",
             };
             info!(
                 "listening on {shown}{tls} (open files limit {limit}, max clients {max_clients})"
@@ -265,6 +274,8 @@ impl Server {
         Ok(Server {
             hub,
             access,
+            scrapes: Scrapes::default(),
+            turns: TurnHistogram::default(),
             abuse: Abuse::new(&config, now),
             conns: Conns::new(OutputLimits::of(&config), now),
             history: History::new(store, config.history_replay),
@@ -299,9 +310,18 @@ impl Server {
 
     /// The address the TLS listener is bound to, if there is one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listener_addr(ListenerKind::Tls)
+    }
+
+    /// The address the metrics listener is bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.listener_addr(ListenerKind::Metrics)
+    }
+
+    fn listener_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.listeners
             .iter()
-            .find(|l| l.kind == ListenerKind::Tls)
+            .find(|l| l.kind == kind)
             .map(|l| l.addr)
     }
 
@@ -316,6 +336,7 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut fired = Vec::new();
+        let mut woke = Instant::now();
         loop {
             let now = Instant::now();
             self.conns.set_now(now);
@@ -337,6 +358,7 @@ impl Server {
                 break;
             }
 
+            let scrapes_due = self.scrapes.expire(self.poll.registry(), now);
             let timeout = if self.conns.has_ready() {
                 Some(Duration::ZERO)
             } else {
@@ -344,13 +366,17 @@ impl Server {
                     self.timers.next_deadline(),
                     self.abuse.next_deadline(),
                     wake_at,
+                    scrapes_due,
                 ]
                 .into_iter()
                 .flatten()
                 .min()
                 .map(|d| d.saturating_duration_since(now))
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            self.turns.record(woke.elapsed());
+            let polled = self.poll.poll(&mut events, timeout);
+            woke = Instant::now();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -363,6 +389,7 @@ impl Server {
                     SIGNALS => self.on_signals(now),
                     WAKER => self.on_inbox(now),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) if t >= SCRAPE_BASE => self.on_scrape(t - SCRAPE_BASE),
                     Token(key) => {
                         let Some(id) = self.conns.id_of(key) else {
                             continue;
@@ -666,6 +693,149 @@ impl Server {
         if dropped > 0 {
             info!("inbox: {dropped} messages dropped since start (queue full)");
         }
+    }
+
+    /// Serves a scrape of `--metrics`.
+    fn on_scrape(&mut self, key: usize) {
+        let figures = self.figures();
+        let turns = &self.turns;
+        self.scrapes.on_event(key, self.poll.registry(), || {
+            metrics::exposition(&figures, turns)
+        });
+    }
+
+    /// Every figure the metrics endpoint shows: counters the loop keeps anyway.
+    fn figures(&self) -> Vec<Figure> {
+        let s = &self.conns.stats;
+        let store = self.history.store();
+        let f = |name, kind, help, value: u64| Figure {
+            name,
+            kind,
+            help,
+            values: vec![("", value as f64)],
+        };
+        vec![
+            f(
+                "loopchat_connections",
+                "gauge",
+                "Connections open.",
+                self.conns.len() as u64,
+            ),
+            f(
+                "loopchat_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                s.accepted,
+            ),
+            f(
+                "loopchat_connections_refused_total",
+                "counter",
+                "Connections refused (server full, banned, per-address limits).",
+                s.refused,
+            ),
+            Figure {
+                name: "loopchat_connections_closed_total",
+                kind: "counter",
+                help: "Connections closed, by reason.",
+                values: vec![
+                    ("{reason=\"evicted\"}", s.evictions as f64),
+                    (
+                        "{reason=\"other\"}",
+                        s.closed.saturating_sub(s.evictions) as f64,
+                    ),
+                ],
+            },
+            f(
+                "loopchat_evictions_total",
+                "counter",
+                "Connections evicted for not reading.",
+                s.evictions,
+            ),
+            f(
+                "loopchat_lines_in_total",
+                "counter",
+                "Complete lines read.",
+                s.lines_in,
+            ),
+            f(
+                "loopchat_deliveries_total",
+                "counter",
+                "Events queued to a recipient.",
+                s.deliveries,
+            ),
+            f(
+                "loopchat_write_syscalls_total",
+                "counter",
+                "write calls on client sockets.",
+                s.writes,
+            ),
+            f(
+                "loopchat_bytes_in_total",
+                "counter",
+                "Bytes read from clients.",
+                s.bytes_in,
+            ),
+            f(
+                "loopchat_bytes_out_total",
+                "counter",
+                "Bytes written to clients (before TLS).",
+                s.bytes_out,
+            ),
+            f(
+                "loopchat_rate_limited_total",
+                "counter",
+                "Lines dropped by a rate limit.",
+                s.rate_limited,
+            ),
+            f(
+                "loopchat_bans",
+                "gauge",
+                "Addresses banned now.",
+                self.abuse.ban_count() as u64,
+            ),
+            f(
+                "loopchat_rooms",
+                "gauge",
+                "Rooms that exist.",
+                self.hub.room_count() as u64,
+            ),
+            f(
+                "loopchat_named_connections",
+                "gauge",
+                "Connections with a name.",
+                self.hub.named() as u64,
+            ),
+            f(
+                "loopchat_output_queued_bytes",
+                "gauge",
+                "Bytes queued for all connections.",
+                self.conns.queued() as u64,
+            ),
+            f(
+                "loopchat_storage_stored_total",
+                "counter",
+                "Room messages committed to the store.",
+                store.stored(),
+            ),
+            f(
+                "loopchat_storage_commits_total",
+                "counter",
+                "Store commits (batches).",
+                store.commits(),
+            ),
+            f(
+                "loopchat_storage_unsaved_total",
+                "counter",
+                "Room messages accepted but not stored.",
+                store.unsaved(),
+            ),
+            f(
+                "loopchat_inbox_dropped_total",
+                "counter",
+                "Messages from other threads dropped for a full inbox.",
+                self.inbox.dropped(),
+            ),
+        ]
     }
 
     fn log_bans(&self, now: Instant) {

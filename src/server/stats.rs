@@ -24,6 +24,10 @@ pub struct Stats {
     pub evictions: u64,
     /// Lines dropped by a rate limit.
     pub rate_limited: u64,
+    /// Bytes read from client sockets.
+    pub bytes_in: u64,
+    /// Bytes of output written to client sockets (before TLS).
+    pub bytes_out: u64,
 }
 
 impl Stats {
@@ -38,6 +42,8 @@ impl Stats {
             writes: self.writes - earlier.writes,
             evictions: self.evictions - earlier.evictions,
             rate_limited: self.rate_limited - earlier.rate_limited,
+            bytes_in: self.bytes_in - earlier.bytes_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
         }
     }
 }
@@ -110,6 +116,8 @@ impl Summary {
                 writes,
                 evictions,
                 rate_limited,
+                // The summary line leaves bytes to the metrics endpoint.
+                ..Stats::default()
             },
             bans: bans as usize,
             unsaved,
@@ -183,6 +191,7 @@ mod tests {
                 writes: 220_000,
                 evictions: 1,
                 rate_limited: 7,
+                ..Stats::default()
             },
             bans: 2,
             unsaved: 3,
