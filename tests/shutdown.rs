@@ -144,6 +144,8 @@ fn a_second_sigterm_exits_at_once() {
         "30s",
         "--rate",
         "0",
+        "--ip-rate",
+        "0",
         "--max-strikes",
         "0",
         "--max-output",
