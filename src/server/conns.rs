@@ -339,8 +339,11 @@ impl Conns {
                 evict.push((id, Eviction::Slow { queued, over_for }));
                 return false;
             }
-            let at = since.checked_add(grace).unwrap_or(now);
-            next = Some(next.map_or(at, |n| n.min(at)));
+            // A grace too long to represent never ends: nothing to wake up for (a
+            // deadline of `now` would have the loop poll without sleeping).
+            if let Some(at) = since.checked_add(grace) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
             true
         });
         for (id, why) in evict {
@@ -757,6 +760,21 @@ mod tests {
         // Its queue was dropped from the total; the other's is intact.
         assert_eq!(t.conns.queued, 300);
         assert!(!t.closed(other));
+    }
+
+    #[test]
+    fn a_grace_too_long_to_represent_never_evicts_and_never_spins() {
+        let mut t = Table::new(limits(1 << 20, 1000, Duration::MAX, usize::MAX));
+        let (id, _peer) = t.open();
+        t.fill(id, 500);
+        for _ in 0..3 {
+            t.say(id, 500);
+        }
+        // Nothing to wake up for: a deadline of "now" would make the loop poll with a
+        // zero timeout for as long as the reader stays stuck.
+        assert_eq!(t.turn(ms(0)), None);
+        assert_eq!(t.turn(ms(60_000)), None);
+        assert!(!t.closed(id));
     }
 
     #[test]
