@@ -712,3 +712,26 @@ fn with_a_long_coalesce_a_new_connection_is_still_greeted_at_once() {
     let mut second = Client::connect_raw_from(server.addr, bystander());
     assert_eq!(second.read_line_within(wait).as_deref(), Some(GREETING));
 }
+
+#[test]
+fn durations_too_long_to_represent_in_a_config_built_in_code_are_never() {
+    // The flags cap durations at parse time; a ServerConfig built in code can hold
+    // anything. Such a summary interval or linger is "never", not a panic or "now".
+    let server = start(ServerConfig {
+        summary_interval: Duration::MAX,
+        linger: Duration::MAX,
+        register_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        slow_grace: Duration::MAX,
+        ..defaults()
+    });
+    let [mut alice, mut bob] = util::named(server.addr, ["alice", "bob"]);
+    server.handle.shutdown();
+    alice.expect_line("SERVER:server shutting down\n");
+    alice.expect_eof();
+    bob.expect_line("SERVER:server shutting down\n");
+    bob.expect_eof();
+    // The server waits for the clients' ends (there is no linger deadline), then exits.
+    drop((alice, bob));
+    server.wait_exit(util::TIMEOUT);
+}
