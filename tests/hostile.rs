@@ -735,3 +735,21 @@ fn durations_too_long_to_represent_in_a_config_built_in_code_are_never() {
     drop((alice, bob));
     server.wait_exit(util::TIMEOUT);
 }
+
+#[test]
+fn a_refused_client_that_spoke_first_gets_its_refusal_then_a_clean_end() {
+    let server = start(ServerConfig {
+        max_conns_per_ip: 1,
+        ..defaults()
+    });
+    let _first = Client::connect_from(server.addr, attacker());
+    // `echo JOIN:bob | nc`: the line is on its way before the server has accepted.
+    // Closing a socket with unread input resets the connection; the refusal must end
+    // with a FIN instead, so the client reads it and then a clean end of stream.
+    for _ in 0..5 {
+        let mut c = Client::connect_raw_from(server.addr, attacker());
+        c.send_line("JOIN:bob");
+        c.expect_line("ERROR:too many connections from your address\n");
+        c.expect_eof();
+    }
+}
