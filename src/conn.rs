@@ -184,6 +184,9 @@ pub struct Conn {
     limit: MessageLimit,
     /// Private messages this connection receives, from all senders together.
     inbound: TokenBucket,
+    /// Input bytes the telnet filter threw away and the server has not charged for
+    /// yet (see [`Conn::take_swallowed`]).
+    swallowed: usize,
     /// When the last bytes arrived (for the idle timeout).
     last_active: Instant,
     /// Why the server closed it, when it was an eviction.
@@ -220,6 +223,7 @@ impl Conn {
             held: Vec::new(),
             limit: MessageLimit::new(now),
             inbound: TokenBucket::new(now),
+            swallowed: 0,
             last_active: now,
             eviction: None,
             out: OutQueue::default(),
@@ -332,7 +336,9 @@ impl Conn {
                     } else if self.dialect == Some(Dialect::Frames) {
                         raw
                     } else {
-                        self.telnet.filter(&mut buf[..raw])
+                        let len = self.telnet.filter(&mut buf[..raw]);
+                        self.swallowed += raw - len;
+                        len
                     };
                     if self.state == State::Open {
                         self.last_active = now;
@@ -348,6 +354,17 @@ impl Conn {
                 Err(e) => ReadOutcome::Failed(e),
             };
         }
+    }
+
+    /// Whole tokens' worth of input the telnet filter has thrown away since the last
+    /// call, at `bytes_per_token` bytes a token (`--max-line`, as for the bytes of an
+    /// over-long line); the rest is carried over, so the few bytes of a real telnet
+    /// negotiation cost nothing.
+    pub fn take_swallowed(&mut self, bytes_per_token: usize) -> usize {
+        let per = bytes_per_token.max(1);
+        let tokens = self.swallowed / per;
+        self.swallowed %= per;
+        tokens
     }
 
     /// Takes the line reader out while its lines are handled (they may touch this

@@ -753,3 +753,35 @@ fn a_refused_client_that_spoke_first_gets_its_refusal_then_a_clean_end() {
         c.expect_eof();
     }
 }
+
+#[test]
+fn bytes_swallowed_by_telnet_negotiation_cost_tokens_like_an_endless_line() {
+    // Two tokens, nothing refills, and one strike bans: the first dropped token's worth
+    // of input decides.
+    let server = start(ServerConfig {
+        rate: 0.01,
+        burst: 2.0,
+        max_strikes: 1,
+        ban_time: Duration::from_secs(60),
+        ..defaults()
+    });
+    let mut talker = Client::connect_from(server.addr, attacker());
+    talker.send(b"hello\r\n");
+    talker.expect_line("[server] you are guest1 in #lobby\r\n");
+    // A subnegotiation that never ends swallows everything, so no line ever comes of
+    // it: 64 KB read and thrown away, like an endless line, sixteen tokens' worth. The
+    // line after it would have the second token if the swallowed bytes were free.
+    let mut sb = b"\xff\xfa\x18".to_vec();
+    sb.resize(64 * 1024, b'q');
+    talker.send(&sb);
+    talker.send(b"\xff\xf0/who\r\n");
+    talker.expect_line("[error] banned for 60 seconds: too many strikes, closing\r\n");
+    talker.expect_eof();
+    // A few bytes of real negotiation cost nothing: a new address negotiates, then
+    // uses both its tokens.
+    let mut person = Client::connect_from(server.addr, bystander());
+    person.send(b"\xff\xfb\x18\xff\xfd\x01\xff\xfa\x18\x00xterm\xff\xf0hi\r\n");
+    person.expect_line("[server] you are guest2 in #lobby\r\n");
+    person.send(b"\xff\xfd\x03/who\r\n");
+    person.expect_line("[server] #lobby (1): guest2\r\n");
+}
