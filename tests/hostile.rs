@@ -561,6 +561,15 @@ fn with_linger_0_leave_and_shutdown_still_say_their_last_line() {
     leaver.expect_line("SERVER:goodbye\n");
     leaver.expect_eof();
     stayer.expect_line("LEAVE:leaver\n");
+    // Typing on after LEAVE: the input is not read for long, but the goodbye and the
+    // FIN went out before the close, so the end is still clean.
+    let mut typer = Client::connect_named_from(server.addr, attacker(), "typer");
+    stayer.expect_line("JOIN:typer\n");
+    let blast = Blaster::start(&typer, b"LEAVE:bye\n", &b"SAY::typing\n".repeat(1000));
+    typer.expect_line("SERVER:goodbye\n");
+    typer.expect_eof();
+    blast.stop();
+    stayer.expect_line("LEAVE:typer\n");
     server.handle.shutdown();
     stayer.expect_line("SERVER:server shutting down\n");
     stayer.expect_eof();
