@@ -794,3 +794,69 @@ fn bytes_swallowed_by_telnet_negotiation_cost_tokens_like_an_endless_line() {
     person.send(b"\xff\xfd\x03/who\r\n");
     person.expect_line("[server] #lobby (1): guest2\r\n");
 }
+
+// ----- the read budget's bookkeeping ----------------------------------------------------
+
+#[test]
+fn input_past_the_turn_budgets_is_all_handled_in_order_even_after_a_half_close() {
+    // Limits lifted: every line counts. Thousands of lines of uneven length, in one
+    // write and then a half-close: far more than one turn's budget of lines (32) and
+    // bytes (64 KiB), so lines are held over and cut at read boundaries.
+    let server = start(util::config());
+    let [mut alice, mut bob] = util::named(server.addr, ["alice", "bob"]);
+    let n = 3000;
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let pad = "u".repeat(i * 7 % 301);
+        input.extend_from_slice(format!("SAY::{i} {pad}\n").as_bytes());
+        expected.push(format!("SAY:alice:{i} {pad}\n"));
+    }
+    input.extend_from_slice(b"WHO:\n");
+    alice.send(&input);
+    alice.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    for line in &expected {
+        bob.expect_line(line);
+    }
+    bob.expect_line("LEAVE:alice\n");
+    // Owed to the half-closed client, then the end.
+    alice.expect_line("SERVER:#lobby (2): alice bob\n");
+    alice.expect_eof();
+    bob.barrier();
+}
+
+#[test]
+fn text_mode_input_past_the_turn_budgets_keeps_its_telnet_state_and_line_ends() {
+    let server = start(util::config());
+    let mut watcher = Client::connect_named(server.addr, "watcher");
+    let mut person = Client::connect(server.addr);
+    person.send(b"/nick tom\r\n");
+    person.expect_line("[server] you are tom in #lobby\r\n");
+    watcher.expect_line("JOIN:tom\n");
+    // Negotiation, NUL line ends and blank lines all through a few thousand lines.
+    let n = 2000;
+    let mut input: Vec<u8> = Vec::new();
+    for i in 0..n {
+        let text = format!("line {i}");
+        match i % 4 {
+            0 => input.extend_from_slice(format!("{text}\r\n").as_bytes()),
+            1 => {
+                input.extend_from_slice(b"\xff\xfb\x01");
+                input.extend_from_slice(text.as_bytes());
+                input.extend_from_slice(b"\r\0");
+            }
+            2 => {
+                input.extend_from_slice(b"li\xff\xfd\x03");
+                input.extend_from_slice(&text.as_bytes()[2..]);
+                input.extend_from_slice(b"\r\n\r\n");
+            }
+            _ => input.extend_from_slice(format!("{text}\n").as_bytes()),
+        }
+    }
+    person.send(&input);
+    for i in 0..n {
+        watcher.expect_line(&format!("SAY:tom:line {i}\n"));
+    }
+    person.text_barrier();
+    watcher.barrier();
+}
