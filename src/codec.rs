@@ -413,7 +413,8 @@ pub fn check_text(line: &[u8]) -> Result<&str, ParseError<'static>> {
 /// - U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR, which some clients render
 ///   as a line break, so one message could show a second, made-up line;
 /// - the bidirectional marks and controls U+200E, U+200F, U+202A–U+202E and
-///   U+2066–U+2069, which reorder what follows them, so text could appear to come
+///   U+2066–U+2069, and U+061C ARABIC LETTER MARK (with them, Unicode's whole
+///   Bidi_Control set), which reorder what follows them, so text could appear to come
 ///   from someone else or say something other than what was sent.
 ///
 /// One predicate for all of them, so every place that refuses or strips control
@@ -423,6 +424,7 @@ pub fn is_control(c: char) -> bool {
         || matches!(
             c,
             '\u{2028}'..='\u{2029}'
+                | '\u{061C}'
                 | '\u{200E}'..='\u{200F}'
                 | '\u{202A}'..='\u{202E}'
                 | '\u{2066}'..='\u{2069}'
@@ -1295,6 +1297,15 @@ mod tests {
     #[test]
     fn narrow_no_break_space_after_the_overrides_is_allowed() {
         assert_allowed('\u{202F}');
+    }
+
+    #[test]
+    fn the_arabic_letter_mark_is_refused_like_the_other_bidi_marks() {
+        // U+061C is the one character of Unicode's Bidi_Control set outside the
+        // U+200E–U+2069 block: it reorders neutral text like U+200F does.
+        assert_refused('\u{061C}');
+        assert_allowed('\u{061B}');
+        assert_allowed('\u{061D}');
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub struct Conn {
     limit: MessageLimit,
     /// Private messages this connection receives, from all senders together.
     inbound: TokenBucket,
+    /// Input bytes the telnet filter threw away and the server has not charged for
+    /// yet (see [`Conn::take_swallowed`]).
+    swallowed: usize,
     /// When the last bytes arrived (for the idle timeout).
     last_active: Instant,
     /// Why the server closed it, when it was an eviction.
@@ -180,6 +183,7 @@ impl Conn {
             held_out: Vec::new(),
             limit: MessageLimit::new(now),
             inbound: TokenBucket::new(now),
+            swallowed: 0,
             last_active: now,
             eviction: None,
             out: OutQueue::default(),
@@ -320,7 +324,9 @@ impl Conn {
                     } else if self.dialect == Some(Dialect::Frames) {
                         plain
                     } else {
-                        self.telnet.filter(&mut buf[..plain])
+                        let len = self.telnet.filter(&mut buf[..plain]);
+                        self.swallowed += plain - len;
+                        len
                     };
                     if self.state == State::Open {
                         self.last_active = now;
@@ -347,6 +353,17 @@ impl Conn {
     /// the connection needs a flush even with nothing queued.
     pub fn transport_wants_write(&self) -> bool {
         self.transport.wants_write()
+    }
+
+    /// Whole tokens' worth of input the telnet filter has thrown away since the last
+    /// call, at `bytes_per_token` bytes a token (`--max-line`, as for the bytes of an
+    /// over-long line); the rest is carried over, so the few bytes of a real telnet
+    /// negotiation cost nothing.
+    pub fn take_swallowed(&mut self, bytes_per_token: usize) -> usize {
+        let per = bytes_per_token.max(1);
+        let tokens = self.swallowed / per;
+        self.swallowed %= per;
+        tokens
     }
 
     /// Takes the line reader out while its lines are handled (they may touch this
@@ -565,5 +582,173 @@ impl Conn {
         if self.state == State::Draining && self.pending() == 0 {
             let _ = self.transport.shutdown_write();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream as StdStream};
+    use std::time::Duration;
+
+    use mio::net::TcpStream;
+
+    use super::*;
+
+    /// A connection over loopback and its peer's socket.
+    fn pair() -> (Conn, StdStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = StdStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_side, from) = listener.accept().unwrap();
+        server_side.set_nonblocking(true).unwrap();
+        let id = ConnId {
+            key: 0,
+            generation: 0,
+        };
+        let socket = TcpStream::from_std(server_side);
+        (
+            Conn::new(id, Transport::Plain(socket), from, Instant::now()),
+            peer,
+        )
+    }
+
+    /// Reads what the peer sent until `want` bytes of input came out of the filter.
+    fn read_input(conn: &mut Conn, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..1000 {
+            if got.len() >= want {
+                break;
+            }
+            match conn.read_into(&mut buf, Instant::now()) {
+                ReadOutcome::Data { len, .. } => got.extend_from_slice(&buf[..len]),
+                ReadOutcome::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                other => panic!("read: {other:?}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn bytes_the_telnet_filter_swallows_are_charged_in_whole_tokens() {
+        let (mut conn, mut peer) = pair();
+        // A negotiation (6 bytes), then a subnegotiation swallowing 2500 more, then a
+        // line after its end.
+        let mut input = b"\xff\xfb\x18\xff\xfd\x01\xff\xfa\x18".to_vec();
+        input.resize(input.len() + 2497, b'q');
+        input.extend_from_slice(b"\xff\xf0hi\r\n");
+        peer.write_all(&input).unwrap();
+        assert_eq!(read_input(&mut conn, 4), b"hi\r\n");
+        // 2508 bytes swallowed: two tokens of 1000, 508 carried over.
+        assert_eq!(conn.take_swallowed(1000), 2);
+        assert_eq!(conn.take_swallowed(1000), 0);
+        peer.write_all(&[0xff, 0xf1].repeat(246)).unwrap();
+        peer.write_all(b"x\n").unwrap();
+        assert_eq!(read_input(&mut conn, 2), b"x\n");
+        // 508 + 492 = 1000: one more.
+        assert_eq!(conn.take_swallowed(1000), 1);
+        assert_eq!(conn.take_swallowed(0), 0, "a zero size counts as one byte");
+    }
+
+    #[test]
+    fn a_frames_connections_input_is_not_filtered_or_charged() {
+        let (mut conn, mut peer) = pair();
+        peer.write_all(b"JOIN:bob\n").unwrap();
+        let line = read_input(&mut conn, 9);
+        assert_eq!(conn.parse(&line[..8]), Ok(Command::Nick("bob")));
+        assert_eq!(conn.dialect(), Dialect::Frames);
+        peer.write_all(b"SAY::\xff\xfa\n").unwrap();
+        assert_eq!(read_input(&mut conn, 8), b"SAY::\xff\xfa\n");
+        assert_eq!(conn.take_swallowed(1), 0);
+    }
+
+    #[test]
+    fn a_draining_connections_input_is_read_and_dropped() {
+        let (mut conn, mut peer) = pair();
+        assert!(conn.start_draining());
+        peer.write_all(&[b'z'; 3000]).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut raw_total = 0;
+        for _ in 0..1000 {
+            match conn.read_into(&mut buf, Instant::now()) {
+                ReadOutcome::Data { len, raw, .. } => {
+                    assert_eq!(len, 0);
+                    raw_total += raw;
+                }
+                ReadOutcome::WouldBlock if raw_total >= 3000 => break,
+                ReadOutcome::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                other => panic!("read: {other:?}"),
+            }
+        }
+        assert_eq!(raw_total, 3000);
+        assert_eq!(conn.take_swallowed(1), 0, "dropped input is not charged");
+        drop(peer);
+        let mut end = None;
+        for _ in 0..1000 {
+            match conn.read_into(&mut buf, Instant::now()) {
+                ReadOutcome::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+                other => {
+                    end = Some(other);
+                    break;
+                }
+            }
+        }
+        assert!(matches!(end, Some(ReadOutcome::Eof)), "{end:?}");
+        assert!(conn.input_ended());
+    }
+
+    #[test]
+    fn output_is_held_for_coalescing_only_right_after_a_write() {
+        let (mut conn, _peer) = pair();
+        let mut pool = BufferPool::default();
+        let t0 = Instant::now();
+        let interval = Duration::from_millis(5);
+        // Never written: the first output goes at once.
+        assert_eq!(conn.coalesce_until(interval, t0), None);
+        conn.queue(b"SERVER:one\n", &mut pool);
+        conn.flush(&mut pool, t0).unwrap();
+        conn.queue(b"SERVER:two\n", &mut pool);
+        assert_eq!(conn.coalesce_until(interval, t0), Some(t0 + interval));
+        assert_eq!(
+            conn.coalesce_until(interval, t0 + Duration::from_millis(4)),
+            Some(t0 + interval)
+        );
+        assert_eq!(conn.coalesce_until(interval, t0 + interval), None);
+        // Leaving: never held.
+        assert!(conn.start_draining());
+        assert_eq!(conn.coalesce_until(interval, t0), None);
+    }
+
+    #[test]
+    fn interest_asks_for_writable_only_while_output_is_owed() {
+        let (mut conn, _peer) = pair();
+        let mut pool = BufferPool::default();
+        assert_eq!(conn.interest(), Interest::READABLE);
+        conn.queue(b"SERVER:hi\n", &mut pool);
+        assert_eq!(conn.interest(), Interest::READABLE | Interest::WRITABLE);
+        conn.flush(&mut pool, Instant::now()).unwrap();
+        assert_eq!(conn.pending(), 0);
+        assert_eq!(conn.interest(), Interest::READABLE);
+    }
+
+    #[test]
+    fn the_soft_cap_clock_starts_when_first_seen_over_and_stops_under() {
+        let (mut conn, _peer) = pair();
+        let mut pool = BufferPool::default();
+        let t0 = Instant::now();
+        conn.queue(&[b'x'; 100], &mut pool);
+        assert_eq!(conn.over_soft(100, t0), None, "at the cap is not over it");
+        conn.queue(b"x", &mut pool);
+        assert_eq!(conn.over_soft(100, t0), Some(t0));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            conn.over_soft(100, later),
+            Some(t0),
+            "the clock keeps its start"
+        );
+        conn.flush(&mut pool, later).unwrap();
+        assert_eq!(conn.over_soft(100, later), None);
+        conn.queue(&[b'x'; 101], &mut pool);
+        assert_eq!(conn.over_soft(100, later), Some(later), "a new clock");
     }
 }

@@ -6,8 +6,8 @@
 //! (metrics, WebSocket) is a new [`ListenerKind`] and an arm where a connection is
 //! made, not a new special case in the loop.
 
-use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -225,11 +225,32 @@ fn out_of_descriptors(e: &io::Error) -> bool {
     )
 }
 
+/// Reads at most this many bytes from a refused connection before dropping it: what a
+/// client sent before reading its refusal (a pipelined first line), not a flood.
+const REFUSED_INPUT_READ: usize = 16 * 1024;
+
 /// Tells a connection we will not serve why, then drops it. The socket is new, so its
 /// send buffer has room for one short line; if not, the line is simply lost.
+///
+/// Closing a socket with unread input sends a reset, and a client that spoke first
+/// (`echo JOIN:bob | nc`) would read "connection reset" after the refusal, or lose the
+/// refusal on a network where the reset overtakes it. So the write side is shut first
+/// (the FIN goes out right behind the line and before any reset), and what input has
+/// arrived already is read and dropped, so that most refusals close cleanly.
 fn refuse(socket: &TcpStream, notice: Notice<'_>) {
     let text = notice.to_string();
     let mut line = Vec::with_capacity(text.len() + 8);
     Event::Error(&text).encode(Dialect::Frames, &mut line);
     let _ = (&*socket).write(&line);
+    let _ = socket.shutdown(Shutdown::Write);
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    while read < REFUSED_INPUT_READ {
+        match (&*socket).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
 }

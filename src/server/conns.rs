@@ -363,8 +363,11 @@ impl Conns {
                 evict.push((id, Eviction::Slow { queued, over_for }));
                 return false;
             }
-            let at = since.checked_add(grace).unwrap_or(now);
-            next = Some(next.map_or(at, |n| n.min(at)));
+            // A grace too long to represent never ends: nothing to wake up for (a
+            // deadline of `now` would have the loop poll without sleeping).
+            if let Some(at) = since.checked_add(grace) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
             true
         });
         for (id, why) in evict {
@@ -569,4 +572,309 @@ impl Outbox for Conns {
 /// function, so the table's other fields can be borrowed beside it.
 fn slot(slab: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
     slab.get_mut(id.index()).filter(|c| c.id() == id)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The output limits against real loopback sockets whose peer reads nothing (or
+    //! everything), with time passed in: the soft cap's grace, the write attempt before
+    //! the hard cap evicts, and the total budget's largest-first eviction.
+
+    use std::io::{self, Read};
+    use std::net::{TcpListener, TcpStream as StdStream};
+
+    use mio::{Interest, Poll, Token};
+
+    use super::*;
+    use crate::conn::Transport;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn limits(hard: usize, soft: usize, grace: Duration, total: usize) -> OutputLimits {
+        OutputLimits {
+            hard,
+            soft,
+            grace,
+            total,
+            inbound_rate: 0.0,
+            inbound_burst: 1.0,
+            coalesce: Duration::ZERO,
+        }
+    }
+
+    /// A table with `limits`, its poller, and a listener for [`Table::open`].
+    struct Table {
+        conns: Conns,
+        poll: Poll,
+        listener: TcpListener,
+        t0: Instant,
+    }
+
+    impl Table {
+        fn new(limits: OutputLimits) -> Table {
+            let t0 = Instant::now();
+            Table {
+                conns: Conns::new(limits, t0),
+                poll: Poll::new().unwrap(),
+                listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+                t0,
+            }
+        }
+
+        /// A connection whose peer (returned) reads only when the test says so. Both
+        /// kernel buffers are small, so a few kilobytes fill them.
+        fn open(&mut self) -> (ConnId, StdStream) {
+            let addr = self.listener.local_addr().unwrap();
+            let peer = {
+                use socket2::{Domain, Protocol, Socket, Type};
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+                s.set_recv_buffer_size(4096).unwrap();
+                s.connect(&addr.into()).unwrap();
+                StdStream::from(s)
+            };
+            let (server_side, from) = self.listener.accept().unwrap();
+            socket2::SockRef::from(&server_side)
+                .set_send_buffer_size(4096)
+                .unwrap();
+            server_side.set_nonblocking(true).unwrap();
+            let mut socket = mio::net::TcpStream::from_std(server_side);
+            let registry = self.poll.registry();
+            let t0 = self.t0;
+            let id = self
+                .conns
+                .insert(|id| {
+                    registry.register(&mut socket, Token(id.index()), Interest::READABLE)?;
+                    Ok::<_, io::Error>(Conn::new(id, Transport::Plain(socket), from, t0))
+                })
+                .unwrap();
+            (id, peer)
+        }
+
+        /// Queues one line of `len` bytes (line end included) for `id`.
+        fn say(&mut self, id: ConnId, len: usize) {
+            let text = "x".repeat(len - "SERVER:\n".len());
+            self.conns.send(id, Event::Server(&text));
+        }
+
+        /// Queues and writes lines of `len` bytes until the kernel takes no more and
+        /// `id` has output queued.
+        fn fill(&mut self, id: ConnId, len: usize) {
+            for _ in 0..10_000 {
+                self.say(id, len);
+                self.conns.flush_all(self.poll.registry());
+                if self.pending(id) > 0 {
+                    return;
+                }
+            }
+            panic!("the kernel took 10 000 lines of {len} bytes");
+        }
+
+        fn pending(&self, id: ConnId) -> usize {
+            self.conns.get(id).map_or(0, Conn::pending)
+        }
+
+        fn eviction(&self, id: ConnId) -> Option<Eviction> {
+            self.conns.get(id).and_then(Conn::eviction)
+        }
+
+        fn closed(&self, id: ConnId) -> bool {
+            self.conns
+                .get(id)
+                .is_none_or(|c| c.state() == State::Closed)
+        }
+
+        /// One loop turn at `t0 + at`: every connection with output owed is reported
+        /// writable (as the poller would once its peer reads), then the before-sleep
+        /// step writes and evicts.
+        fn turn(&mut self, at: Duration) -> Option<Instant> {
+            self.conns.set_now(self.t0 + at);
+            for id in self.conns.ids_where(|c| c.pending() > 0) {
+                self.conns.schedule_flush(id);
+            }
+            self.conns.flush_all(self.poll.registry());
+            self.conns.evict_stalled()
+        }
+    }
+
+    /// Reads everything `peer` has been sent so far.
+    fn read_all(peer: &mut StdStream) -> usize {
+        peer.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64 * 1024];
+        let mut total = 0;
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+                Err(e) => panic!("peer read: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_queue_over_the_soft_cap_is_evicted_once_the_grace_has_passed() {
+        let mut t = Table::new(limits(1 << 20, 1000, ms(200), usize::MAX));
+        let (id, _peer) = t.open();
+        let (other, _other_peer) = t.open();
+        t.fill(id, 500);
+        for _ in 0..3 {
+            t.say(id, 500);
+        }
+        // Over the soft cap from now: watched, and the loop is told when to look again.
+        assert_eq!(t.turn(ms(0)), Some(t.t0 + ms(200)));
+        assert!(t.pending(id) > 1000);
+        assert_eq!(t.turn(ms(199)), Some(t.t0 + ms(200)));
+        assert!(!t.closed(id));
+        assert_eq!(t.turn(ms(200)), None);
+        assert!(t.closed(id));
+        match t.eviction(id) {
+            Some(Eviction::Slow { over_for, .. }) => assert_eq!(over_for, ms(200)),
+            e => panic!("evicted as {e:?}"),
+        }
+        // Only the one that stopped reading.
+        assert!(!t.closed(other));
+        assert_eq!(t.conns.queued, t.pending(other));
+    }
+
+    #[test]
+    fn a_queue_that_drops_under_the_soft_cap_starts_its_grace_again() {
+        let mut t = Table::new(limits(1 << 20, 1000, ms(200), usize::MAX));
+        let (id, mut peer) = t.open();
+        t.fill(id, 500);
+        for _ in 0..3 {
+            t.say(id, 500);
+        }
+        assert_eq!(t.turn(ms(0)), Some(t.t0 + ms(200)));
+        // The reader catches up before the grace ends: forgiven.
+        for _ in 0..10_000 {
+            if t.pending(id) == 0 {
+                break;
+            }
+            read_all(&mut peer);
+            t.turn(ms(150));
+        }
+        assert_eq!(t.pending(id), 0);
+        assert_eq!(t.turn(ms(150)), None);
+        // Over again later: a new grace from then, not from the first time.
+        t.fill(id, 500);
+        for _ in 0..3 {
+            t.say(id, 500);
+        }
+        assert_eq!(t.turn(ms(300)), Some(t.t0 + ms(500)));
+        assert!(!t.closed(id));
+        assert_eq!(t.turn(ms(499)), Some(t.t0 + ms(500)));
+        assert!(!t.closed(id));
+        t.turn(ms(500));
+        assert!(t.closed(id));
+    }
+
+    #[test]
+    fn a_queue_at_the_soft_cap_is_not_over_it() {
+        let mut t = Table::new(limits(1 << 20, 1000, ms(200), usize::MAX));
+        let (id, _peer) = t.open();
+        t.fill(id, 100);
+        let queued = t.pending(id);
+        assert!(queued <= 1000, "one line left over: {queued}");
+        // Exactly at the cap (lines of 100 bytes make up the difference).
+        let short = 1000 - queued;
+        for _ in 0..short / 100 {
+            t.say(id, 100);
+        }
+        if short % 100 > "SERVER:\n".len() {
+            t.say(id, short % 100);
+        }
+        assert_eq!(t.turn(ms(0)), None);
+        assert_eq!(t.turn(ms(10_000)), None);
+        assert!(!t.closed(id));
+    }
+
+    #[test]
+    fn output_over_the_hard_cap_is_written_before_anyone_is_evicted() {
+        let mut t = Table::new(limits(1000, 1000, ms(200), usize::MAX));
+        let (id, mut peer) = t.open();
+        // 1200 bytes in one batch, never flushed by the loop: the second line would
+        // pass the cap, so it is written first, and the socket has room for all.
+        t.say(id, 600);
+        assert_eq!(t.pending(id), 600);
+        t.say(id, 600);
+        assert!(!t.closed(id), "evicted as {:?}", t.eviction(id));
+        assert_eq!(t.pending(id), 600);
+        assert_eq!(t.conns.queued, 600);
+        t.turn(ms(0));
+        assert_eq!(t.pending(id), 0);
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = vec![0u8; 1200];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(read_all(&mut peer), 0);
+    }
+
+    #[test]
+    fn output_over_the_hard_cap_evicts_when_the_socket_takes_nothing() {
+        let mut t = Table::new(limits(1000, 1000, Duration::MAX, usize::MAX));
+        let (id, _peer) = t.open();
+        let (other, _other_peer) = t.open();
+        t.fill(id, 300);
+        while t.pending(id) + 300 <= 1000 {
+            t.say(id, 300);
+        }
+        t.say(other, 300);
+        t.say(id, 300);
+        assert!(t.closed(id));
+        assert!(matches!(
+            t.eviction(id),
+            Some(Eviction::OverHardCap { queued }) if queued + 300 > 1000
+        ));
+        // Its queue was dropped from the total; the other's is intact.
+        assert_eq!(t.conns.queued, 300);
+        assert!(!t.closed(other));
+    }
+
+    #[test]
+    fn a_grace_too_long_to_represent_never_evicts_and_never_spins() {
+        let mut t = Table::new(limits(1 << 20, 1000, Duration::MAX, usize::MAX));
+        let (id, _peer) = t.open();
+        t.fill(id, 500);
+        for _ in 0..3 {
+            t.say(id, 500);
+        }
+        // Nothing to wake up for: a deadline of "now" would make the loop poll with a
+        // zero timeout for as long as the reader stays stuck.
+        assert_eq!(t.turn(ms(0)), None);
+        assert_eq!(t.turn(ms(60_000)), None);
+        assert!(!t.closed(id));
+    }
+
+    #[test]
+    fn past_the_total_budget_the_largest_queues_go_first() {
+        let mut t = Table::new(limits(1 << 20, 1 << 20, ms(200), 2500));
+        let mut ids = Vec::new();
+        let mut peers = Vec::new();
+        for extra in [1000, 3000, 2000] {
+            let (id, peer) = t.open();
+            t.fill(id, 100);
+            let base = t.pending(id);
+            while t.pending(id) < base + extra {
+                t.say(id, 100);
+            }
+            ids.push(id);
+            peers.push(peer);
+        }
+        let sizes: Vec<usize> = ids.iter().map(|&id| t.pending(id)).collect();
+        assert!(sizes[1] > sizes[2] && sizes[2] > sizes[0], "{sizes:?}");
+        assert!(sizes[0] <= 2500 && sizes[0] + sizes[2] > 2500, "{sizes:?}");
+        t.turn(ms(0));
+        // The largest two go; the smallest fits in the budget and stays.
+        assert!(matches!(
+            t.eviction(ids[1]),
+            Some(Eviction::OverTotal { .. })
+        ));
+        assert!(matches!(
+            t.eviction(ids[2]),
+            Some(Eviction::OverTotal { .. })
+        ));
+        assert!(!t.closed(ids[0]));
+        assert_eq!(t.conns.queued, sizes[0]);
+    }
 }

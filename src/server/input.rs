@@ -73,7 +73,13 @@ impl Server {
             match conn.read_into(&mut buf[..want], now) {
                 ReadOutcome::Data { len, raw, drained } => {
                     bytes_left -= raw;
+                    // Input the telnet filter swallowed costs tokens like an endless
+                    // line: a subnegotiation that never ends is read without a line.
+                    let swallowed = conn.take_swallowed(self.config.max_line);
                     self.conns.stats.bytes_in += raw as u64;
+                    if swallowed > 0 {
+                        self.charge(id, swallowed, now);
+                    }
                     if !self.handle_input(id, &buf[..len], &mut lines_left, now) {
                         break true;
                     }
@@ -252,6 +258,12 @@ impl Server {
     /// the strikes like a flood of lines would.
     fn charge_discarded(&mut self, id: ConnId, bytes: usize, now: Instant) {
         let tokens = bytes.div_ceil(self.config.max_line.max(1));
+        self.charge(id, tokens, now);
+    }
+
+    /// Takes `tokens` from `id` without a reply, stopping at the first drop (which
+    /// may strike).
+    fn charge(&mut self, id: ConnId, tokens: usize, now: Instant) {
         for _ in 0..tokens {
             if !self.take_token(id, false, now) {
                 break;

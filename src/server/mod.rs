@@ -268,8 +268,11 @@ impl Server {
         }
 
         let mut timers = TimerWheel::new(TIMER_TICK, TIMER_SLOTS, now);
-        if !config.summary_interval.is_zero() {
-            timers.insert(now + config.summary_interval, Timer::Summary);
+        // An interval too long to represent (a config built in code) is "never".
+        if !config.summary_interval.is_zero()
+            && let Some(at) = now.checked_add(config.summary_interval)
+        {
+            timers.insert(at, Timer::Summary);
         }
         Ok(Server {
             hub,
@@ -672,8 +675,11 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         self.last_words_to_all(|_| true, Notice::ShuttingDown, now);
-        let deadline = now.checked_add(self.config.linger).unwrap_or(now);
-        self.timers.insert(deadline, Timer::ShutdownDeadline);
+        // A linger too long to represent means waiting for every client (a second
+        // request still exits at once), not giving up now.
+        if let Some(deadline) = now.checked_add(self.config.linger) {
+            self.timers.insert(deadline, Timer::ShutdownDeadline);
+        }
     }
 
     fn log_summary(&mut self) {

@@ -630,3 +630,137 @@ impl Drop for Binary {
         }
     }
 }
+
+/// The longest a [`Blaster`] writes, whatever happens: bounded loops stop by themselves.
+pub const BLAST_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes to a connection from a thread of its own, as fast as the socket takes it, so
+/// a test can read replies (this client's and others') while the blast goes on. Stops
+/// when asked, when a write fails (the server closed the connection), or after
+/// [`BLAST_LIMIT`]; dropping it stops it too.
+pub struct Blaster {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    written: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Blaster {
+    /// Starts writing `first` once, then `chunk` over and over, on a second handle to
+    /// `client`'s socket (the client can still read).
+    #[track_caller]
+    pub fn start(client: &Client, first: &[u8], chunk: &[u8]) -> Blaster {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let mut stream = client
+            .stream()
+            .try_clone()
+            .expect("clone the client socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let (first, chunk) = (first.to_vec(), chunk.to_vec());
+        let (stop2, written2) = (Arc::clone(&stop), Arc::clone(&written));
+        let thread = thread::Builder::new()
+            .name("blaster".into())
+            .spawn(move || {
+                if stream.write_all(&first).is_err() {
+                    return;
+                }
+                written2.fetch_add(first.len() as u64, Ordering::Relaxed);
+                let end = Instant::now() + BLAST_LIMIT;
+                while !stop2.load(Ordering::Relaxed) && Instant::now() < end {
+                    if stream.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    written2.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            })
+            .expect("spawn a blaster");
+        Blaster {
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    /// Bytes the socket has taken so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the blast is still going (not stopped, failed or over its time).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Waits until the socket has taken `more` bytes beyond what it had at the call,
+    /// and asserts the blast is still going then: the server is still reading it.
+    /// Fails if the blast ends first or after [`TIMEOUT`].
+    #[track_caller]
+    pub fn expect_progress(&self, more: u64) {
+        let goal = self.written() + more;
+        let deadline = Instant::now() + TIMEOUT;
+        while self.written() < goal {
+            assert!(
+                self.is_running(),
+                "the blast ended after {} bytes, before {goal}",
+                self.written()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the blast took only {} bytes in {TIMEOUT:?}, not {goal}",
+                self.written()
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert!(self.is_running(), "the blast ended");
+    }
+
+    /// Stops the blast and returns the bytes written.
+    pub fn stop(mut self) -> u64 {
+        self.halt();
+        self.written()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Blaster {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Reads `client`'s raw input until it ends with `last` (a whole line), without
+/// splitting lines: for a reader that must keep up with a flood. Returns the number of
+/// lines read, `last` included. Fails on end of stream or after [`TIMEOUT`] of silence.
+#[track_caller]
+pub fn drain_until(client: &Client, last: &str) -> usize {
+    let mut stream = client.stream();
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
+    let mut lines = 0;
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => panic!("end of stream while draining for {last:?}"),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("read failed while draining for {last:?}: {e}"),
+        };
+        lines += chunk[..n].iter().filter(|&&b| b == b'\n').count();
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.ends_with(last.as_bytes()) {
+            let before = tail.len() - last.len();
+            if before == 0 || tail[before - 1] == b'\n' {
+                return lines;
+            }
+        }
+        let keep = last.len() + 1;
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+}
