@@ -427,6 +427,13 @@ impl Conn {
         self.held_out.len()
     }
 
+    /// Gives up every hold (the connection is leaving and wants no replay): the held
+    /// output is returned to be queued ahead of its last words.
+    pub fn release_all(&mut self) -> Vec<u8> {
+        self.holds = 0;
+        std::mem::take(&mut self.held_out)
+    }
+
     /// One replay is done; when none is left, the held output is returned to be
     /// queued.
     pub fn release(&mut self) -> Option<Vec<u8>> {

@@ -704,8 +704,15 @@ impl Binary {
     #[track_caller]
     fn start(flags: &[&str]) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_loopchat"))
-            // Never a database in the working directory.
-            .args(["server", "127.0.0.1:0", "--db", "none"])
+            // Never a database in the working directory, and no replay on joining.
+            .args([
+                "server",
+                "127.0.0.1:0",
+                "--db",
+                "none",
+                "--history-replay",
+                "0",
+            ])
             .args(flags)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())

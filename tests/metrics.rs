@@ -39,7 +39,10 @@ fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
     let (head, body) = answer.split_once("\r\n\r\n").expect("a header and a body");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     assert!(head.contains("Connection: close"), "{head}");
     let mut typed = Vec::new();
     let mut samples = HashMap::new();
@@ -54,7 +57,9 @@ fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
             continue;
         }
         let (series, value) = line.rsplit_once(' ').expect("a sample line");
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("a number in {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("a number in {line:?}"));
         let name = series.split('{').next().unwrap();
         assert!(
             name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
@@ -83,8 +88,14 @@ fn counters_move_by_exactly_the_traffic_sent() {
     let moved = |name: &str| after[name] - before[name];
     assert_eq!(moved("loopchat_lines_in_total"), 3.0);
     assert_eq!(moved("loopchat_deliveries_total"), 3.0);
-    assert_eq!(moved("loopchat_bytes_in_total"), 3.0 * "SAY::0\n".len() as f64);
-    assert_eq!(moved("loopchat_bytes_out_total"), 3.0 * "SAY:alice:0\n".len() as f64);
+    assert_eq!(
+        moved("loopchat_bytes_in_total"),
+        3.0 * "SAY::0\n".len() as f64
+    );
+    assert_eq!(
+        moved("loopchat_bytes_out_total"),
+        3.0 * "SAY:alice:0\n".len() as f64
+    );
     assert_eq!(after["loopchat_rooms"], 1.0);
     assert!(after["loopchat_loop_turn_seconds_count"] > before["loopchat_loop_turn_seconds_count"]);
     assert_eq!(
@@ -99,7 +110,10 @@ fn other_paths_are_404_and_other_methods_405() {
     let answer = exchange(metrics, b"GET / HTTP/1.1\r\nHost: test\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
     let answer = exchange(metrics, b"POST /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
-    assert!(answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{answer}"
+    );
     assert!(answer.contains("Allow: GET\r\n"), "{answer}");
 }
 
@@ -109,7 +123,10 @@ fn an_oversized_request_is_closed_and_chat_goes_on() {
     let mut alice = Client::connect_named(server.addr, "alice");
     let mut s = TcpStream::connect(metrics).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let huge = format!("GET /metrics HTTP/1.1\r\nX-Junk: {}\r\n", "x".repeat(20_000));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX-Junk: {}\r\n",
+        "x".repeat(20_000)
+    );
     // The server may close before reading it all; that is the point.
     let _ = s.write_all(huge.as_bytes());
     let mut answer = Vec::new();

