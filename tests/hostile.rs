@@ -21,10 +21,14 @@ use std::time::Duration;
 use loopchat::ServerConfig;
 use util::{Binary, Blaster, Client, GREETING, TestServer, drain_until, start};
 
-/// The server with its default flags, on an ephemeral port.
+/// The server with its default flags, on an ephemeral port; history kept in memory
+/// and not replayed (the attacks here are about the loop, not the database, and the
+/// exact lines after a join stay those of the protocol tests).
 fn defaults() -> ServerConfig {
     ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
+        db: "none".into(),
+        history_replay: 0,
         ..ServerConfig::default()
     }
 }
