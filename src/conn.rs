@@ -344,6 +344,17 @@ impl Conn {
         }
     }
 
+    /// Fixes the dialect to frames (a browser: one frame per WebSocket message).
+    pub fn speak_frames(&mut self) {
+        self.dialect = Some(Dialect::Frames);
+    }
+
+    /// Keepalive for a browser: `None` for other connections, else whether it
+    /// answered the last ping (a ping, or a close, is now queued).
+    pub fn keepalive(&mut self) -> Option<bool> {
+        self.transport.keepalive()
+    }
+
     /// Whether a TLS handshake is still going on (it has a budget of its own per turn).
     pub fn is_handshaking(&self) -> bool {
         self.transport.is_handshaking()

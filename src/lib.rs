@@ -52,6 +52,8 @@ pub mod store;
 pub mod timer;
 pub mod tls;
 pub mod transport;
+pub mod web;
+pub mod ws;
 
 pub use config::ServerConfig;
 pub use server::{Server, ServerHandle};

@@ -25,6 +25,8 @@ pub enum Transport {
     Plain(TcpStream),
     /// TLS over TCP (boxed: a plain connection should not pay for its size).
     Tls(Box<TlsStream>),
+    /// A browser: HTTP, then WebSocket, over plain TCP or TLS.
+    Ws(Box<crate::web::WsStream>),
 }
 
 /// A TLS session and its socket.
@@ -71,6 +73,7 @@ impl Transport {
                 n => Ok(Got::Data { plain: n, raw: n }),
             },
             Transport::Tls(t) => t.read(buf),
+            Transport::Ws(w) => w.read(buf),
         }
     }
 
@@ -79,6 +82,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => out.write_to(s, pool),
             Transport::Tls(t) => t.write_from(out, pool),
+            Transport::Ws(w) => w.write_from(out, pool),
         }
     }
 
@@ -96,14 +100,25 @@ impl Transport {
         match self {
             Transport::Plain(_) => false,
             Transport::Tls(t) => t.session.wants_write(),
+            Transport::Ws(w) => w.wants_write(),
         }
     }
 
-    /// Whether a TLS handshake is still going on.
+    /// Keepalive for a browser connection: `None` for any other, else whether it
+    /// answered the last ping (a new ping, or a close, is queued).
+    pub fn keepalive(&mut self) -> Option<bool> {
+        match self {
+            Transport::Ws(w) => Some(w.keepalive()),
+            Transport::Plain(_) | Transport::Tls(_) => None,
+        }
+    }
+
+    /// Whether a TLS handshake (or a browser's HTTP request) is still going on.
     pub fn is_handshaking(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
             Transport::Tls(t) => t.session.is_handshaking(),
+            Transport::Ws(w) => w.is_handshaking(),
         }
     }
 
@@ -112,6 +127,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => 0,
             Transport::Tls(t) => t.in_session,
+            Transport::Ws(w) => w.buffered(),
         }
     }
 
@@ -120,14 +136,16 @@ impl Transport {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => &mut t.socket,
+            Transport::Ws(w) => w.socket(),
         }
     }
 
-    /// Ends the write side: a TLS `close_notify` (written now if the socket takes it),
-    /// then a FIN.
+    /// Ends the write side: a WebSocket close frame and a TLS `close_notify` (written
+    /// now if the socket takes them), then a FIN.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
             Transport::Plain(s) => s.shutdown(Shutdown::Write),
+            Transport::Ws(w) => w.shutdown_write(),
             Transport::Tls(t) => {
                 t.session.send_close_notify();
                 while t.session.wants_write() {

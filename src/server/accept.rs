@@ -2,9 +2,9 @@
 //! (client cap, bans, per-IP limits), refusals, and the retry after running out of
 //! descriptors.
 //!
-//! A listener has a kind: chat over plain TCP, or chat inside TLS. Another kind
-//! (metrics, WebSocket) is a new [`ListenerKind`] and an arm where a connection is
-//! made, not a new special case in the loop.
+//! A listener has a kind: chat over plain TCP or inside TLS, browsers (WebSocket, plain
+//! or TLS), or metrics scrapes. Another kind is a new [`ListenerKind`] and an arm where
+//! a connection is made, not a new special case in the loop.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -22,6 +22,7 @@ use crate::conn::{Conn, Transport};
 use crate::hub::Outbox;
 use crate::net::{self, IpKey};
 use crate::notice::Notice;
+use crate::web::WsStream;
 
 /// Pause before retrying `accept` after running out of file descriptors (EMFILE/ENFILE).
 /// Edge-triggered polling will not report the listener again, so a timer must.
@@ -45,6 +46,10 @@ pub(super) enum ListenerKind {
     Tls,
     /// Prometheus scrapes (`--metrics`).
     Metrics,
+    /// Browsers: the web page and WebSocket (`--ws-listen`).
+    Ws,
+    /// The same inside TLS (`--wss-listen`).
+    Wss,
 }
 
 /// One listening socket.
@@ -182,19 +187,31 @@ impl Server {
         }
         let registry = self.poll.registry();
         let tls = self.tls.as_ref().map(|t| Arc::clone(&t.config));
+        let web = Arc::clone(&self.web);
         let made = self.conns.insert(|id| {
-            let transport = match (kind, tls) {
-                (ListenerKind::Chat, _) => Transport::Plain(socket),
-                (ListenerKind::Tls, Some(config)) => {
-                    let session = rustls::ServerConnection::new(config)
-                        .map_err(|e| io::Error::other(format!("TLS session: {e}")))?;
-                    Transport::tls(socket, session)
-                }
-                (ListenerKind::Tls, None) | (ListenerKind::Metrics, _) => {
-                    return Err(io::Error::other("not a chat listener"));
-                }
+            let session = |config: Option<Arc<rustls::ServerConfig>>| match config {
+                Some(config) => rustls::ServerConnection::new(config)
+                    .map_err(|e| io::Error::other(format!("TLS session: {e}"))),
+                None => Err(io::Error::other("TLS listener without a certificate")),
             };
+            let transport = match kind {
+                ListenerKind::Chat => Transport::Plain(socket),
+                ListenerKind::Tls => Transport::tls(socket, session(tls)?),
+                ListenerKind::Ws => {
+                    Transport::Ws(Box::new(WsStream::new(Transport::Plain(socket), web)))
+                }
+                ListenerKind::Wss => {
+                    let inner = Transport::tls(socket, session(tls)?);
+                    Transport::Ws(Box::new(WsStream::new(inner, web)))
+                }
+                ListenerKind::Metrics => return Err(io::Error::other("not a chat listener")),
+            };
+            let browser = matches!(kind, ListenerKind::Ws | ListenerKind::Wss);
             let mut conn = Conn::new(id, transport, addr, now);
+            if browser {
+                // A browser speaks frames, one per WebSocket message.
+                conn.speak_frames();
+            }
             conn.register(registry)?;
             Ok::<_, io::Error>(conn)
         });

@@ -62,6 +62,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const TIMER_TICK: Duration = Duration::from_millis(10);
 const TIMER_SLOTS: usize = 4096;
 
+/// How often browsers are pinged; one that has not answered by the next ping is closed.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// How long shutdown waits for the store to commit what it was given.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -81,6 +84,8 @@ enum Timer {
     ShutdownDeadline,
     /// Stop waiting for the store's answer to this question (a replay).
     Replay(crate::store::Tag),
+    /// Ping every browser; close those that did not answer the last ping.
+    Keepalive,
 }
 
 /// Asks a running server to shut down, from any thread.
@@ -130,6 +135,8 @@ pub struct Server {
     access: Access,
     /// Scrapes of `--metrics` in progress.
     scrapes: Scrapes,
+    /// What browser connections share.
+    web: Arc<crate::web::WebConfig>,
     /// How long loop turns take.
     turns: TurnHistogram,
     hub: Hub,
@@ -154,9 +161,10 @@ impl Server {
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let now = Instant::now();
         let poll = Poll::new()?;
-        let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
-            (None, None, None) => None,
-            (Some(_), Some(cert), Some(key)) => Some(TlsSetup {
+        let tls_wanted = config.tls_listen.is_some() || config.wss_listen.is_some();
+        let tls = match (tls_wanted, &config.tls_cert, &config.tls_key) {
+            (false, None, None) => None,
+            (true, Some(cert), Some(key)) => Some(TlsSetup {
                 config: crate::tls::server_config(cert, key)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
                 cert: cert.clone(),
@@ -165,7 +173,7 @@ impl Server {
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "--tls-listen, --tls-cert and --tls-key go together",
+                    "--tls-listen (or --wss-listen), --tls-cert and --tls-key go together",
                 ));
             }
         };
@@ -188,6 +196,18 @@ impl Server {
         }
         if let Some(addr) = config.metrics {
             wanted.push((addr, ListenerKind::Metrics));
+        }
+        if let Some(addr) = config.ws_listen {
+            wanted.push((addr, ListenerKind::Ws));
+        }
+        if let Some(addr) = config.wss_listen {
+            if tls.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--wss-listen needs --tls-cert and --tls-key",
+                ));
+            }
+            wanted.push((addr, ListenerKind::Wss));
         }
         let listeners = wanted
             .into_iter()
@@ -261,6 +281,8 @@ impl Server {
                 ListenerKind::Chat => "",
                 ListenerKind::Tls => " for TLS",
                 ListenerKind::Metrics => " for metrics",
+                ListenerKind::Ws => " for browsers",
+                ListenerKind::Wss => " for browsers over TLS",
             };
             info!(
                 "listening on {shown}{tls} (open files limit {limit}, max clients {max_clients})"
@@ -268,6 +290,12 @@ impl Server {
         }
 
         let mut timers = TimerWheel::new(TIMER_TICK, TIMER_SLOTS, now);
+        if listeners
+            .iter()
+            .any(|l| matches!(l.kind, ListenerKind::Ws | ListenerKind::Wss))
+        {
+            timers.insert(now + KEEPALIVE, Timer::Keepalive);
+        }
         // An interval too long to represent (a config built in code) is "never".
         if !config.summary_interval.is_zero()
             && let Some(at) = now.checked_add(config.summary_interval)
@@ -278,6 +306,10 @@ impl Server {
             hub,
             access,
             scrapes: Scrapes::default(),
+            web: Arc::new(crate::web::WebConfig {
+                origins: config.ws_origins.clone(),
+                max_message: config.max_line,
+            }),
             turns: TurnHistogram::default(),
             abuse: Abuse::new(&config, now),
             conns: Conns::new(OutputLimits::of(&config), now),
@@ -314,6 +346,16 @@ impl Server {
     /// The address the TLS listener is bound to, if there is one.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.listener_addr(ListenerKind::Tls)
+    }
+
+    /// The address the browser listener (`--ws-listen`) is bound to, if there is one.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.listener_addr(ListenerKind::Ws)
+    }
+
+    /// The address the browser listener over TLS (`--wss-listen`) is bound to.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.listener_addr(ListenerKind::Wss)
     }
 
     /// The address the metrics listener is bound to, if there is one.
@@ -575,6 +617,21 @@ impl Server {
                 }
             }
             Timer::Replay(tag) => self.history.timed_out(tag, &mut self.conns),
+            Timer::Keepalive => {
+                for id in self.conns.ids_where(|c| c.state() == State::Open) {
+                    match self.conns.get_mut(id).and_then(|c| c.keepalive()) {
+                        Some(true) => self.conns.schedule_flush(id),
+                        Some(false) => {
+                            debug!("{id} did not answer a ping; closing");
+                            if self.conns.drain(id) {
+                                self.set_deadline(id, now.checked_add(self.config.linger));
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                self.timers.insert(now + KEEPALIVE, Timer::Keepalive);
+            }
             Timer::ShutdownDeadline => {
                 // One last write each, so even `--linger 0` sends the shutdown notice.
                 for id in self.conns.ids_where(|c| c.pending() > 0) {
