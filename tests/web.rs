@@ -270,3 +270,79 @@ fn browsers_can_come_over_tls_too() {
     assert_eq!(reply, "SERVER:you are secure in #lobby");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_upgrade_gets_400_and_a_ping_gets_a_pong() {
+    let (_server, web) = start_web();
+    let mut s = TcpStream::connect(web).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+
+    let mut ws = open(web, None).unwrap();
+    text(&mut ws);
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .unwrap();
+    loop {
+        match ws.read().unwrap() {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"are you there");
+                break;
+            }
+            Message::Text(_) => {}
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_browser_that_stops_reading_is_evicted_and_others_go_on() {
+    util::init_logging();
+    let server = Server::bind(ServerConfig {
+        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        max_output: 64 * 1024,
+        max_output_soft: 16 * 1024,
+        slow_grace: std::time::Duration::from_millis(200),
+        send_buffer: 8 * 1024,
+        ..util::config()
+    })
+    .unwrap();
+    let web = server.ws_addr().unwrap();
+    let server = util::start_bound(server);
+    // A browser with a small receive buffer that joins and never reads again.
+    let stalled = {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&web.into()).unwrap();
+        let socket: TcpStream = socket.into();
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let request = format!("ws://{web}/ws").into_client_request().unwrap();
+        let (mut ws, _) = tungstenite::client(request, socket).unwrap();
+        text(&mut ws);
+        say(&mut ws, "JOIN:stalled");
+        ws
+    };
+    let [mut sender, mut reader] = util::named(server.addr, ["sender", "reader"]);
+    let pad = "x".repeat(1000);
+    let mut left = false;
+    for i in 0..300 {
+        sender.send_line(&format!("SAY::{i} {pad}"));
+        let mut line = reader.read_line();
+        if line == "LEAVE:stalled\n" {
+            left = true;
+            line = reader.read_line();
+        }
+        assert_eq!(line, format!("SAY:sender:{i} {pad}\n"));
+    }
+    if !left {
+        reader.expect_line("LEAVE:stalled\n");
+    }
+    drop(stalled);
+}
