@@ -315,16 +315,11 @@ impl Conns {
         if matches!(conn.state(), State::Closed | State::Lingering) {
             return;
         }
-        match conn.flush(&mut self.pool, self.now) {
-            Ok(written) => {
-                self.stats.writes += written.calls;
-                self.stats.bytes_out += written.bytes as u64;
-                self.queued -= written.bytes;
-            }
-            Err(e) => {
-                debug!("{id} write error: {e}");
-                return self.close(id, None);
-            }
+        let now = self.now;
+        if let Err(e) = flush_counted(conn, &mut self.pool, now, &mut self.stats, &mut self.queued)
+        {
+            debug!("{id} write error: {e}");
+            return self.close(id, None);
         }
         if conn.state() == State::Draining && conn.pending() == 0 {
             return self.schedule_close(id);
@@ -438,16 +433,12 @@ impl Conns {
         if conn.pending().saturating_add(len) > self.limits.hard {
             // A write attempt first: a reader that keeps up is not evicted for a burst
             // the loop had not yet tried to send.
-            match conn.flush(&mut self.pool, self.now) {
-                Ok(written) => {
-                    self.stats.writes += written.calls;
-                    self.stats.bytes_out += written.bytes as u64;
-                    self.queued -= written.bytes;
-                }
-                Err(e) => {
-                    debug!("{to} write error: {e}");
-                    return self.close(to, None);
-                }
+            let now = self.now;
+            if let Err(e) =
+                flush_counted(conn, &mut self.pool, now, &mut self.stats, &mut self.queued)
+            {
+                debug!("{to} write error: {e}");
+                return self.close(to, None);
             }
             if conn.pending().saturating_add(len) > self.limits.hard {
                 let queued = conn.pending();
@@ -576,6 +567,22 @@ impl Outbox for Conns {
         self.send(to, notice.event(&text));
         self.notice_text = text;
     }
+}
+
+/// Writes `conn`'s queue now, counting the write calls and bytes and taking what was
+/// written off the table's total.
+fn flush_counted(
+    conn: &mut Conn,
+    pool: &mut BufferPool,
+    now: Instant,
+    stats: &mut Stats,
+    queued: &mut usize,
+) -> std::io::Result<()> {
+    let written = conn.flush(pool, now)?;
+    stats.writes += written.calls;
+    stats.bytes_out += written.bytes as u64;
+    *queued -= written.bytes;
+    Ok(())
 }
 
 /// The connection with this id in `slab`, unless its slot now holds another. A free
