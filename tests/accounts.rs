@@ -319,3 +319,20 @@ fn the_loop_serves_others_while_logins_are_hashed() {
         c.expect_line("ERROR:wrong name or password\n");
     }
 }
+
+#[test]
+fn lines_after_a_login_wait_for_its_answer() {
+    let server = start(util::config());
+    let mut alice = registered(server.addr, "alice", "correct horse");
+    alice.send_line("LEAVE:");
+    alice.expect_line("SERVER:goodbye\n");
+    let mut bob = Client::connect_named(server.addr, "bob");
+    // Both lines in one write: the SAY is read only after the login is decided, so it
+    // is said by alice, not by a guest.
+    let mut c = Client::connect(server.addr);
+    c.send(b"AUTH:alice:correct horse\nSAY::first words\n");
+    c.expect_line("SERVER:logged in as alice\n");
+    c.expect_line("SERVER:you are alice in #lobby\n");
+    bob.expect_line("JOIN:alice\n");
+    bob.expect_line("SAY:alice:first words\n");
+}

@@ -362,3 +362,29 @@ fn what_is_said_while_a_replay_loads_comes_after_the_end_line() {
     carol.expect_line("SERVER:you are now in #quiet\n");
     assert_eq!(read_replay(&mut carol, "#quiet", 3), old);
 }
+
+#[test]
+fn a_move_before_the_first_replay_loads_holds_nothing_back_for_good() {
+    let dir = TempDir::new("move");
+    let server = start(with_history(Some(&dir.db())));
+    // A first name and a move at once, on a fresh server: the lobby's replay is still
+    // being loaded when the lobby empties again.
+    let mut c = Client::connect(server.addr);
+    c.send(b"JOIN:alice\nJOIN:#rust\nWHO:\n");
+    c.expect_line("SERVER:you are alice in #lobby\n");
+    let mut rest = Vec::new();
+    while rest
+        .last()
+        .is_none_or(|l: &String| !l.starts_with("SERVER:#rust (1)"))
+    {
+        rest.push(c.read_line());
+    }
+    assert!(
+        rest.contains(&"SERVER:you are now in #rust\n".to_string()),
+        "{rest:?}"
+    );
+    assert!(
+        rest.contains(&"SERVER:end of history for #rust\n".to_string()),
+        "{rest:?}"
+    );
+}

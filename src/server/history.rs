@@ -220,9 +220,15 @@ impl History {
         tail.loaded = true;
     }
 
-    /// The room is gone (its last member left); so is its tail.
-    fn forget(&mut self, room: &str) {
-        self.rooms.remove(&fold(room));
+    /// The room is gone (its last member left); so is its tail. Members that were
+    /// still waiting for its replay (they moved on before it loaded) get their held
+    /// output now: nobody will answer for this room any more.
+    fn forget(&mut self, room: &str, conns: &mut Conns) {
+        if let Some(tail) = self.rooms.remove(&fold(room)) {
+            for (id, _) in tail.waiting {
+                conns.release_output(id);
+            }
+        }
     }
 }
 
@@ -305,6 +311,6 @@ impl Outbox for Delivery<'_> {
     }
 
     fn room_closed(&mut self, room: &str) {
-        self.history.forget(room);
+        self.history.forget(room, self.conns);
     }
 }

@@ -41,6 +41,11 @@ impl Server {
     /// again. `exhaustive`: read on past a short read (the peer has closed, or the
     /// turn is serving left-over input), to `WouldBlock` or the end of input.
     pub(super) fn serve_input(&mut self, id: ConnId, exhaustive: bool, now: Instant) {
+        if self.conns.get(id).is_some_and(Conn::is_waiting) {
+            // Its input stays in the kernel until the answer it waits for comes; the
+            // answer puts it on the ready list.
+            return;
+        }
         if self.conns.get(id).is_some_and(Conn::is_handshaking) {
             // Handshakes cost public-key operations: a storm of them shares the turn
             // with chat instead of taking all of it.
