@@ -1,9 +1,12 @@
-//! `loopchat client`: the line client of the single binary.
+//! `loopchat client`: the client of the single binary, with two faces.
 //!
-//! This module owns the life of one connection, read from standard input and printed
-//! to standard output: connect, chat, leave cleanly, pick an exit status. What a typed
-//! line sends and how a server line is shown belong to [`text`]; the protocol itself
-//! belongs to [`crate::codec`]; nothing here knows how the server works inside.
+//! On a terminal it is full-screen ([`tui`]: scrollback, member list, status line, an
+//! editable input line, reconnecting when the server goes away). With standard input or
+//! output piped, or `--no-tui`, it is the line client this module runs: the life of one
+//! connection, read from standard input and printed to standard output: connect, chat,
+//! leave cleanly, pick an exit status. What a typed line sends and how a server line is
+//! shown belong to [`text`], shared by both faces; the protocol itself belongs to
+//! [`crate::codec`]; nothing here knows how the server works inside.
 //!
 //! The line client is one connection, so it uses a few threads rather than one event
 //! loop for everything:
@@ -30,6 +33,7 @@
 mod link;
 mod text;
 pub mod transport;
+mod tui;
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -84,6 +88,31 @@ pub struct ClientArgs {
     /// anyone between you and the server can read and change the chat.
     #[arg(long, requires = "tls", conflicts_with = "ca")]
     pub insecure: bool,
+
+    /// Full-screen interface even if standard input or output is not a terminal.
+    #[arg(long, conflicts_with = "no_tui")]
+    pub tui: bool,
+
+    /// Line mode (read standard input, print lines) even on a terminal.
+    #[arg(long)]
+    pub no_tui: bool,
+
+    /// The server's --announce-limit. Full-screen only: in a room with more members the
+    /// server sends no joins and leaves, so the member list says it is not kept live.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub announce_limit: usize,
+}
+
+impl ClientArgs {
+    /// Whether to run full-screen: `--tui`, `--no-tui`, else whether both standard
+    /// input and output are terminals (so scripts and pipes keep the line mode).
+    pub fn full_screen(&self) -> bool {
+        use std::io::IsTerminal;
+        if self.tui || self.no_tui {
+            return self.tui;
+        }
+        io::stdin().is_terminal() && io::stdout().is_terminal()
+    }
 }
 
 /// Longest line read from standard input or from the server, in bytes. Far above the
@@ -125,6 +154,9 @@ enum Ending {
 /// not connect, the connection broke, or the server closed it right after an `ERROR:`.
 /// 130: a second Ctrl-C while leaving.
 pub fn run(args: ClientArgs) -> ExitCode {
+    if args.full_screen() {
+        return tui::run(&args);
+    }
     match start(&args) {
         Ok(session) => session.wait(&args),
         Err(message) => {
