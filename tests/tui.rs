@@ -214,14 +214,23 @@ fn full_screen_client_reconnects_and_takes_back_its_name_and_room() {
 
     server.shutdown_and_wait(TIMEOUT);
     tui.wait_for("disconnected, retry in");
+    // With history replay on, entering the lobby makes the new server load its
+    // history first: the client must not ask to move meanwhile.
     let mut same_port = config();
     same_port.addr = addr;
+    same_port.history_replay = 20;
     let _again = start(same_port);
+    // The list counts the room's members again only once the client is back in it.
+    tui.wait_for("│#rust (1)");
     tui.wait_for("alice in #rust │ connected");
 
     let mut bob = Peer::connect_named(addr, "bob");
     bob.send_line("JOIN:#rust");
-    bob.expect_line("SERVER:you are now in #rust\n");
+    bob.expect_lines(&[
+        "SERVER:end of history for #lobby\n",
+        "SERVER:you are now in #rust\n",
+        "SERVER:end of history for #rust\n",
+    ]);
     bob.send_line("WHO:");
     bob.expect_line("SERVER:#rust (2): alice bob\n");
     tui.wait_for("│bob");

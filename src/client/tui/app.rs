@@ -18,6 +18,7 @@ use super::reconnect::{Due, Reconnect, State};
 use super::scrollback::{Entry, Kind, Scrollback, sanitize};
 use crate::client::text::{Input, translate};
 use crate::codec::{self, Command, Event};
+use zeroize::Zeroizing;
 
 /// Rows the mouse wheel scrolls per notch.
 const WHEEL_ROWS: usize = 3;
@@ -127,6 +128,8 @@ pub(super) struct App {
     about: String,
     /// `WHO:` sent by the client itself: their answers fill the list unshown.
     quiet_who: usize,
+    /// The room to go back to after a reconnect, once the name is back.
+    pending_room: Option<Zeroizing<String>>,
     /// `HISTORY:` requests the person sent and the server has not ended yet.
     history_asked: usize,
     /// History lines since the last end of history.
@@ -150,6 +153,7 @@ impl App {
             reconnect: Reconnect::new(seed),
             about: String::new(),
             quiet_who: 0,
+            pending_room: None,
             history_asked: 0,
             history_lines: 0,
             effects: Vec::new(),
@@ -239,8 +243,14 @@ impl App {
             format!("connected to {}{about}", self.settings.server),
         );
         self.about = about;
-        for frame in self.identity.restore() {
+        let restore = self.identity.restore();
+        for frame in restore.first.iter() {
             self.send(frame.to_string());
+        }
+        match restore.room {
+            Some(room) if restore.named => self.pending_room = Some(room),
+            Some(room) => self.send(room.to_string()),
+            None => {}
         }
     }
 
@@ -270,6 +280,7 @@ impl App {
         self.members.reset(self.identity.room());
         self.history_asked = 0;
         self.history_lines = 0;
+        self.pending_room = None;
         self.quiet_who = 0;
         self.about.clear();
         // The server closed after saying why (kicked, banned, logged in elsewhere):
@@ -448,6 +459,9 @@ impl App {
             Event::Server(text) => {
                 if let Some(who) = parse_who(text) {
                     self.members.who(&who, at_ms);
+                    if let Some(room) = self.pending_room.take() {
+                        self.send(room.to_string());
+                    }
                     if self.quiet_who > 0 {
                         self.quiet_who -= 1;
                         return;

@@ -221,8 +221,22 @@ fn a_lost_connection_comes_back_with_name_room_and_login() {
     a.lines(1, &["SAY:ghost:boo".to_owned()], T);
     assert_ne!(last(&a).1, "boo");
     a.connected(2, String::new(), due, T);
-    assert_eq!(sent(&mut a), ["AUTH:alice:hunter22", "JOIN:#rust"]);
+    assert_eq!(sent(&mut a), ["AUTH:alice:hunter22"]);
     assert!(matches!(a.state(), State::Connected { .. }));
+    // The room comes back once the lobby is done with: after the answer to its WHO.
+    hear(
+        &mut a,
+        &[
+            "SERVER:logged in as alice",
+            "SERVER:you are alice in #lobby",
+            "SERVER:end of history for #lobby",
+        ],
+    );
+    assert_eq!(sent(&mut a), ["WHO:"]);
+    hear(&mut a, &["SERVER:#lobby (1): alice"]);
+    assert_eq!(sent(&mut a), ["JOIN:#rust"]);
+    hear(&mut a, &["SERVER:you are now in #rust"]);
+    assert_eq!(a.identity().room(), Some("#rust"));
 }
 
 #[test]

@@ -32,6 +32,19 @@ pub(super) enum Heard<'a> {
     },
 }
 
+/// What a new connection sends to be what the last one was.
+pub(super) struct Restore {
+    /// At once: `PASS:`, then `AUTH:` or `JOIN:<name>`.
+    pub first: Vec<Zeroizing<String>>,
+    /// `JOIN:#room[:key]`, unless the room was the lobby.
+    pub room: Option<Zeroizing<String>>,
+    /// `first` takes a name. The room frame then waits until the server has put this
+    /// connection in the lobby and finished with it (the answer to the `WHO:` that
+    /// follows): a server that is still loading the lobby's history for the replay
+    /// should not be asked to move the connection meanwhile.
+    pub named: bool,
+}
+
 /// The name, room and credentials to take back after a reconnect.
 #[derive(Default)]
 pub(super) struct Identity {
@@ -129,28 +142,33 @@ impl Identity {
     }
 
     /// The frames that take back, on a new connection, what the last one had: the
-    /// server password, the login (or the chosen name) and the room with its key.
-    pub(super) fn restore(&self) -> Vec<Zeroizing<String>> {
-        let mut frames = Vec::new();
+    /// server password and the login (or the chosen name) at once, and the room with its
+    /// key once the name is back (see [`Restore`]).
+    pub(super) fn restore(&self) -> Restore {
+        let mut first = Vec::new();
         if let Some(pass) = &self.pass {
-            frames.push(Zeroizing::new(format!("PASS:{}", pass.as_str())));
+            first.push(Zeroizing::new(format!("PASS:{}", pass.as_str())));
         }
-        if let Some((name, password)) = &self.login {
-            frames.push(Zeroizing::new(format!("AUTH:{name}:{}", password.as_str())));
+        let named = if let Some((name, password)) = &self.login {
+            first.push(Zeroizing::new(format!("AUTH:{name}:{}", password.as_str())));
+            true
         } else if let Some(name) = &self.keep_name {
-            frames.push(Zeroizing::new(format!("JOIN:{name}")));
-        }
-        if let Some(room) = self
+            first.push(Zeroizing::new(format!("JOIN:{name}")));
+            true
+        } else {
+            false
+        };
+        let room = self
             .room
             .as_deref()
             .filter(|r| !r.eq_ignore_ascii_case("#lobby"))
-        {
-            frames.push(Zeroizing::new(match &self.room_key {
-                Some(key) => format!("JOIN:{room}:{}", key.as_str()),
-                None => format!("JOIN:{room}"),
-            }));
-        }
-        frames
+            .map(|room| {
+                Zeroizing::new(match &self.room_key {
+                    Some(key) => format!("JOIN:{room}:{}", key.as_str()),
+                    None => format!("JOIN:{room}"),
+                })
+            });
+        Restore { first, room, named }
     }
 
     fn server<'a>(&mut self, text: &'a str) -> Heard<'a> {
@@ -247,7 +265,12 @@ mod tests {
     }
 
     fn restored(id: &Identity) -> Vec<String> {
-        id.restore().iter().map(|f| f.as_str().to_owned()).collect()
+        let r = id.restore();
+        r.first
+            .iter()
+            .chain(&r.room)
+            .map(|f| f.as_str().to_owned())
+            .collect()
     }
 
     #[test]
