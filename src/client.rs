@@ -1,14 +1,15 @@
-//! `loopchat client`: the line client of the single binary.
+//! `loopchat client`: the client of the single binary, with two faces.
 //!
-//! This module owns what a person types becoming protocol frames ([`translate`]), what
-//! the server sends becoming lines for people ([`render`], through
-//! [`codec::Event`](crate::codec::Event), so the client and the server's text mode look
-//! alike), and the life of one connection: connect, chat, leave cleanly, pick an exit
-//! status. The protocol itself belongs to [`crate::codec`]; nothing here knows how the
-//! server works inside.
+//! On a terminal it is full-screen ([`tui`]: scrollback, member list, status line, an
+//! editable input line, reconnecting when the server goes away). With standard input or
+//! output piped, or `--no-tui`, it is the line client this module runs: the life of one
+//! connection, read from standard input and printed to standard output: connect, chat,
+//! leave cleanly, pick an exit status. What a typed line sends and how a server line is
+//! shown belong to [`text`], shared by both faces; the protocol itself belongs to
+//! [`crate::codec`]; nothing here knows how the server works inside.
 //!
-//! A client is one connection, so it uses a few threads rather than one event loop for
-//! everything:
+//! The line client is one connection, so it uses a few threads rather than one event
+//! loop for everything:
 //!
 //! - the *input* thread reads standard input a line at a time (a terminal or a pipe)
 //!   and queues frames on a bounded channel, so a fast pipe waits for a slow server;
@@ -30,7 +31,9 @@
 //! TLS handshake; the bench harness drives its TLS clients through it too.
 
 mod link;
+mod text;
 pub mod transport;
+mod tui;
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -45,9 +48,10 @@ use mio::{Poll, Waker};
 use signal_hook::consts::signal::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::codec::{self, Command, Event, LineReader, ParseError};
+use crate::codec::{self, LineReader};
 use crate::config::parse_duration;
-use link::{Link, Outbox};
+use link::{Link, Outbox, Printer};
+use text::{Input, parse_name, translate};
 use transport::{TlsSetup, Transport};
 
 /// Flags of `loopchat client`.
@@ -84,6 +88,31 @@ pub struct ClientArgs {
     /// anyone between you and the server can read and change the chat.
     #[arg(long, requires = "tls", conflicts_with = "ca")]
     pub insecure: bool,
+
+    /// Full-screen interface even if standard input or output is not a terminal.
+    #[arg(long, conflicts_with = "no_tui")]
+    pub tui: bool,
+
+    /// Line mode (read standard input, print lines) even on a terminal.
+    #[arg(long)]
+    pub no_tui: bool,
+
+    /// The server's --announce-limit. Full-screen only: in a room with more members the
+    /// server sends no joins and leaves, so the member list says it is not kept live.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub announce_limit: usize,
+}
+
+impl ClientArgs {
+    /// Whether to run full-screen: `--tui`, `--no-tui`, else whether both standard
+    /// input and output are terminals (so scripts and pipes keep the line mode).
+    pub fn full_screen(&self) -> bool {
+        use std::io::IsTerminal;
+        if self.tui || self.no_tui {
+            return self.tui;
+        }
+        io::stdin().is_terminal() && io::stdout().is_terminal()
+    }
 }
 
 /// Longest line read from standard input or from the server, in bytes. Far above the
@@ -97,108 +126,6 @@ const QUEUE: usize = 256;
 
 /// Exit status after a second Ctrl-C cut the leave short (128 + SIGINT, as shells do).
 const EXIT_INTERRUPTED: u8 = 130;
-
-/// Shown for `/help`.
-const HELP: &str = "\
-commands:
-  /nick NAME         take or change your name
-  /join #ROOM        move to a room
-  /msg NAME TEXT     private message
-  /who               who is in your room
-  /rooms             list rooms
-  /quit [REASON]     leave
-  /help              this list
-any other line is said to your room; a line that is already a frame (JOIN:..., SAY::...)
-is sent as it is";
-
-/// Checks `--name` before connecting, so a bad name is a usage error and never reaches
-/// the wire (a newline in it would smuggle in a second frame).
-fn parse_name(s: &str) -> Result<String, String> {
-    if codec::valid_name(s) {
-        Ok(s.to_owned())
-    } else {
-        Err("use 1-32 of A-Z a-z 0-9 _ - .".to_owned())
-    }
-}
-
-/// What one line of input asks for.
-#[derive(Debug, PartialEq, Eq)]
-enum Input {
-    /// Send this frame (without its line end).
-    Send(String),
-    /// Send this `LEAVE:` frame, stop reading input and wait for the server to close.
-    Leave(String),
-    /// Tell the person this; nothing is sent.
-    Local(String),
-    /// Nothing to do (an empty or blank line).
-    Nothing,
-}
-
-/// Turns one line a person typed (without its line end) into what to do with it.
-///
-/// A line that already is a frame passes through unchanged, so habits from the
-/// tcp-chat client and netcat work; `/commands` are read by the codec's text-mode
-/// parser (the same commands a telnet user has); anything else is chat.
-fn translate(line: &[u8]) -> Input {
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Input::Nothing;
-    }
-    if codec::is_frame(line) {
-        return match std::str::from_utf8(line) {
-            Ok(frame) if frame.starts_with("LEAVE:") => Input::Leave(frame.to_owned()),
-            Ok(frame) => Input::Send(frame.to_owned()),
-            Err(_) => Input::Local("invalid UTF-8; not sent".to_owned()),
-        };
-    }
-    let command = match codec::parse_text(line) {
-        Ok(command) => command,
-        Err(ParseError::Empty) => return Input::Nothing,
-        Err(e) => return Input::Local(format!("{e}; not sent")),
-    };
-    match command {
-        Command::Nick(name) => Input::Send(format!("JOIN:{name}")),
-        Command::Join { room, key: None } => Input::Send(format!("JOIN:{room}")),
-        Command::Join {
-            room,
-            key: Some(key),
-        } => Input::Send(format!("JOIN:{room}:{}", key.0)),
-        Command::Register { name, password } => {
-            Input::Send(format!("REGISTER:{name}:{}", password.0))
-        }
-        Command::Auth { name, password } => Input::Send(format!("AUTH:{name}:{}", password.0)),
-        Command::Pass(password) => Input::Send(format!("PASS:{}", password.0)),
-        Command::Kick { name, reason } => Input::Send(format!("KICK:{name}:{reason}")),
-        Command::Ban { name, duration } => Input::Send(format!("BAN:{name}:{duration}")),
-        Command::Say(text) => Input::Send(format!("SAY::{text}")),
-        // A `:` in the name would move the split between name and text on the wire.
-        Command::Msg { to, .. } if !codec::valid_name(to) => {
-            Input::Local(format!("invalid name {to}: use 1-32 of A-Z a-z 0-9 _ - ."))
-        }
-        Command::Msg { to, text } => Input::Send(format!("MSG:{to}:{text}")),
-        Command::Who => Input::Send("WHO:".to_owned()),
-        Command::Rooms => Input::Send("ROOMS:".to_owned()),
-        Command::History { n, .. } => Input::Send(format!("HISTORY:{n}")),
-        Command::Leave(reason) => Input::Leave(format!("LEAVE:{reason}")),
-        Command::Help => Input::Local(HELP.to_owned()),
-    }
-}
-
-/// Appends one line from the server, rendered for people and ended with `\n`, to `out`.
-///
-/// Frames are rendered exactly as the server's text mode renders them; anything else is
-/// printed as it came, never dropped. Control characters (all of C0 and C1 except tab)
-/// are removed first: a hostile server must not be able to drive the terminal.
-fn render(line: &[u8], out: &mut Vec<u8>) {
-    let clean: String = String::from_utf8_lossy(line)
-        .chars()
-        .filter(|&c| !codec::is_control(c))
-        .collect();
-    match Event::parse(&clean) {
-        Some(event) => event.render(out),
-        None => out.extend_from_slice(clean.as_bytes()),
-    }
-    out.push(b'\n');
-}
 
 /// Something that may end the session, reported to the calling thread.
 #[derive(Debug)]
@@ -227,6 +154,9 @@ enum Ending {
 /// not connect, the connection broke, or the server closed it right after an `ERROR:`.
 /// 130: a second Ctrl-C while leaving.
 pub fn run(args: ClientArgs) -> ExitCode {
+    if args.full_screen() {
+        return tui::run(&args);
+    }
     match start(&args) {
         Ok(session) => session.wait(&args),
         Err(message) => {
@@ -253,19 +183,7 @@ fn start(args: &ClientArgs) -> Result<Session, String> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     let tls = tls_setup(args)?;
-    let stream = connect(&args.addr, args.connect_timeout)?;
-    let peer = stream.peer_addr().map_err(|e| lost(&args.addr, &e))?;
-    // Chat lines are small and interactive: do not hold them back to fill a segment.
-    let _ = stream.set_nodelay(true);
-    let transport = match &tls {
-        Some(setup) => transport::handshake(stream, setup, &args.addr, args.connect_timeout)?,
-        None => {
-            stream
-                .set_nonblocking(true)
-                .map_err(|e| lost(&args.addr, &e))?;
-            Transport::Plain(mio::net::TcpStream::from_std(stream))
-        }
-    };
+    let (transport, peer) = dial(&args.addr, tls.as_ref(), args.connect_timeout)?;
     let poll = Poll::new().map_err(|e| format!("cannot create an event loop: {e}"))?;
     let waker = Waker::new(poll.registry(), link::WAKE)
         .map_err(|e| format!("cannot create an event-loop waker: {e}"))?;
@@ -279,7 +197,8 @@ fn start(args: &ClientArgs) -> Result<Session, String> {
         None => "",
     };
     let join = args.name.as_ref().map(|name| format!("JOIN:{name}"));
-    let link = Link::new(poll, transport, frames_rx, endings_tx.clone(), join)
+    let printer = Printer::new(endings_tx.clone());
+    let link = Link::new(poll, transport, frames_rx, printer, join)
         .map_err(|e| format!("cannot watch the connection: {e}"))?;
 
     // Before the threads start, so it comes before anything they print.
@@ -325,6 +244,28 @@ fn tls_setup(args: &ClientArgs) -> Result<Option<TlsSetup>, String> {
     let name = crate::tls::server_name(transport::host_of(&args.addr))
         .map_err(|e| format!("bad address {:?}: {e}", args.addr))?;
     Ok(Some(TlsSetup { config, name }))
+}
+
+/// Connects to `addr` (and completes the TLS handshake with `tls`); returns the
+/// non-blocking transport and the address it reached. The error is a sentence for the
+/// person.
+fn dial(
+    addr: &str,
+    tls: Option<&TlsSetup>,
+    timeout: Duration,
+) -> Result<(Transport, SocketAddr), String> {
+    let stream = connect(addr, timeout)?;
+    let peer = stream.peer_addr().map_err(|e| lost(&addr, &e))?;
+    // Chat lines are small and interactive: do not hold them back to fill a segment.
+    let _ = stream.set_nodelay(true);
+    let transport = match tls {
+        Some(setup) => transport::handshake(stream, setup, addr, timeout)?,
+        None => {
+            stream.set_nonblocking(true).map_err(|e| lost(&addr, &e))?;
+            Transport::Plain(mio::net::TcpStream::from_std(stream))
+        }
+    };
+    Ok((transport, peer))
 }
 
 /// Resolves `addr` and connects to the first address that answers.
@@ -493,101 +434,5 @@ fn read_input(frames: &Outbox, endings: &Sender<Ending>) {
             let _ = endings.send(Ending::Leaving("end of input"));
             frames.send("LEAVE:".to_owned());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn send(s: &str) -> Input {
-        Input::Send(s.to_owned())
-    }
-
-    fn rendered(line: &[u8]) -> String {
-        let mut out = Vec::new();
-        render(line, &mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn commands_become_frames() {
-        assert_eq!(translate(b"/nick bob"), send("JOIN:bob"));
-        assert_eq!(translate(b"/join #rust"), send("JOIN:#rust"));
-        assert_eq!(translate(b"/msg bob hi there"), send("MSG:bob:hi there"));
-        assert_eq!(translate(b"/who"), send("WHO:"));
-        assert_eq!(translate(b"/rooms"), send("ROOMS:"));
-        assert_eq!(translate(b"/quit"), Input::Leave("LEAVE:".to_owned()));
-        assert_eq!(
-            translate(b"/quit see you"),
-            Input::Leave("LEAVE:see you".to_owned())
-        );
-    }
-
-    #[test]
-    fn frames_pass_through_unchanged() {
-        assert_eq!(translate(b"JOIN:alice"), send("JOIN:alice"));
-        assert_eq!(translate(b"SAY:x:hi"), send("SAY:x:hi"));
-        assert_eq!(translate(b"MSG:bob:a:b"), send("MSG:bob:a:b"));
-        assert_eq!(
-            translate(b"LEAVE:bye"),
-            Input::Leave("LEAVE:bye".to_owned())
-        );
-    }
-
-    #[test]
-    fn plain_lines_are_chat() {
-        assert_eq!(translate(b"hello"), send("SAY::hello"));
-        assert_eq!(translate(b"hello: world"), send("SAY::hello: world"));
-        assert_eq!(translate(b"JOIN"), send("SAY::JOIN"));
-    }
-
-    #[test]
-    fn empty_and_blank_lines_send_nothing() {
-        assert_eq!(translate(b""), Input::Nothing);
-        assert_eq!(translate(b"  \t"), Input::Nothing);
-    }
-
-    #[test]
-    fn unknown_and_malformed_commands_stay_local() {
-        assert!(matches!(translate(b"/dance"), Input::Local(m) if m.contains("/dance")));
-        assert!(matches!(translate(b"/msg bob"), Input::Local(m) if m.contains("usage")));
-        assert!(matches!(translate(b"/join lobby"), Input::Local(_)));
-        assert!(matches!(translate(b"/msg a:b hi"), Input::Local(m) if m.contains("invalid name")));
-        assert!(matches!(translate(b"/help"), Input::Local(m) if m.contains("/quit")));
-        assert!(matches!(translate(b"hi \x1b[2J"), Input::Local(_)));
-        assert!(matches!(translate(b"\xff"), Input::Local(_)));
-    }
-
-    #[test]
-    fn frames_render_like_text_mode() {
-        assert_eq!(rendered(b"SAY:bob:hi"), "<bob> hi\n");
-        assert_eq!(rendered(b"MSG:bob:psst"), "*bob* psst\n");
-        assert_eq!(rendered(b"JOIN:bob"), "*** bob joined\n");
-        assert_eq!(rendered(b"LEAVE:bob"), "*** bob left\n");
-        assert_eq!(rendered(b"SERVER:hello"), "[server] hello\n");
-        assert_eq!(rendered(b"ERROR:bad"), "[error] bad\n");
-    }
-
-    #[test]
-    fn unknown_lines_are_printed_raw() {
-        assert_eq!(rendered(b"PING:x"), "PING:x\n");
-        assert_eq!(rendered(b"just text"), "just text\n");
-        assert_eq!(rendered(b""), "\n");
-    }
-
-    #[test]
-    fn control_characters_never_reach_the_terminal() {
-        assert_eq!(rendered(b"SAY:bob:\x1b[2Jhi\x07"), "<bob> [2Jhi\n");
-        assert_eq!(rendered("SAY:bob:a\u{9b}31mb".as_bytes()), "<bob> a31mb\n");
-        assert_eq!(rendered(b"SAY:bob:a\tb\r\x7f"), "<bob> a\tb\n");
-        assert_eq!(rendered(b"\xffoops"), "\u{fffd}oops\n");
-    }
-
-    #[test]
-    fn names_are_checked_before_connecting() {
-        assert!(parse_name("bob").is_ok());
-        assert!(parse_name("bob\nSAY::x").is_err());
-        assert!(parse_name("").is_err());
     }
 }

@@ -3,15 +3,16 @@
 //!
 //! A rustls connection is one state machine for both directions, so it cannot be split
 //! between a reader and a writer thread the way a `TcpStream` can. One thread owns it
-//! instead, with the socket non-blocking: it prints each line from the server as soon
-//! as it arrives, and sends the frames the input thread queues ([`Outbox`]: a bounded
-//! channel plus a [`Waker`], so a queued frame wakes the poll). It takes frames only
-//! while its own output is small, so a fast pipe still waits for a slow server.
+//! instead, with the socket non-blocking: it hands each line from the server to its
+//! [`Sink`] as soon as it arrives, and sends the frames queued for it ([`Outbox`]: a
+//! bounded channel plus a [`Waker`], so a queued frame wakes the poll). It takes frames
+//! only while its own output is small, so a fast pipe still waits for a slow server.
 //!
 //! After a `LEAVE:` frame it takes no more; once the frame is written it sends TLS's
 //! `close_notify` (this end will say nothing more; the server still sends what it
-//! owes) and reads on until the server closes. What ends the connection is reported
-//! to the calling thread as an [`Ending`]; this module decides no exit status.
+//! owes) and reads on until the server closes. What ends the connection goes to the
+//! sink; this module decides no exit status and draws nothing. The line client's sink
+//! is [`Printer`] (standard output); the full-screen client has its own.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::transport::Transport;
-use super::{Ending, MAX_LINE, render};
+use super::{Ending, MAX_LINE, text::render};
 use crate::codec::{self, LineReader};
 use crate::outq::{BufferPool, OutQueue};
 
@@ -54,21 +55,94 @@ impl Outbox {
         sent
     }
 
-    /// Queues a frame unless the queue is full (the server is not reading; a timeout
-    /// will end the session).
-    pub(super) fn try_send(&self, frame: String) {
-        if self.frames.try_send(frame).is_ok() {
+    /// Queues a frame unless the queue is full (the server is not reading) or the
+    /// connection thread is gone; `false` if it was not queued. Never waits, so a
+    /// thread that the connection thread itself may wait for can use it.
+    pub(super) fn try_send(&self, frame: String) -> bool {
+        let queued = self.frames.try_send(frame).is_ok();
+        if queued {
             let _ = self.waker.wake();
+        }
+        queued
+    }
+}
+
+/// Where a connection thread's lines, and the news of its end, go.
+pub(super) trait Sink {
+    /// One complete line from the server, as it came (without its line end).
+    fn line(&mut self, line: &[u8]);
+    /// `count` lines over [`MAX_LINE`] bytes were skipped.
+    fn skipped(&mut self, count: usize);
+    /// The lines of one read are all in: show them.
+    fn flush(&mut self);
+    /// Writing to the server failed; only reading goes on.
+    fn write_failed(&mut self, e: io::Error);
+    /// The server closed the connection (`Ok`) or it broke (`Err`). `last_error` is
+    /// the text of an `ERROR:` line if that was the last thing the server said.
+    fn closed(&mut self, result: io::Result<()>, last_error: Option<String>);
+}
+
+/// The line client's sink: renders lines for people onto standard output and reports
+/// the end to the calling thread as an [`Ending`].
+pub(super) struct Printer {
+    endings: Sender<Ending>,
+    /// Rendered lines waiting for standard output.
+    text: Vec<u8>,
+    /// Standard output still takes what is printed.
+    printing: bool,
+}
+
+impl Printer {
+    /// A printer that reports to `endings`.
+    pub(super) fn new(endings: Sender<Ending>) -> Printer {
+        Printer {
+            endings,
+            text: Vec::new(),
+            printing: true,
         }
     }
 }
 
+impl Sink for Printer {
+    fn line(&mut self, line: &[u8]) {
+        render(line, &mut self.text);
+    }
+
+    fn skipped(&mut self, count: usize) {
+        eprintln!("loopchat: skipped {count} line(s) over {MAX_LINE} bytes from the server");
+    }
+
+    fn flush(&mut self) {
+        if self.printing && !self.text.is_empty() {
+            let mut stdout = io::stdout().lock();
+            if stdout
+                .write_all(&self.text)
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                // Keep reading: the server's close still ends the session cleanly.
+                self.printing = false;
+                let _ = self.endings.send(Ending::OutputClosed);
+            }
+        }
+        self.text.clear();
+    }
+
+    fn write_failed(&mut self, e: io::Error) {
+        let _ = self.endings.send(Ending::WriteFailed(e));
+    }
+
+    fn closed(&mut self, result: io::Result<()>, last_error: Option<String>) {
+        let _ = self.endings.send(Ending::Closed { result, last_error });
+    }
+}
+
 /// The connection thread's state.
-pub(super) struct Link {
+pub(super) struct Link<S: Sink> {
     poll: Poll,
     transport: Transport,
     frames: Receiver<String>,
-    endings: Sender<Ending>,
+    sink: S,
     /// Frames taken from the queue and not yet written.
     out: OutQueue,
     pool: BufferPool,
@@ -82,15 +156,11 @@ pub(super) struct Link {
     // Reading.
     lines: LineReader,
     readbuf: Vec<u8>,
-    /// Rendered lines waiting for standard output.
-    text: Vec<u8>,
     /// The text of the last line if it was an `ERROR:`.
     last_error: Option<String>,
-    /// Standard output still takes what is printed.
-    printing: bool,
 }
 
-impl Link {
+impl<S: Sink> Link<S> {
     /// A connection thread for `transport`, registered with `poll` (whose waker,
     /// token [`WAKE`], belongs to the frames' [`Outbox`]). `first` is sent before any
     /// frame from the queue (`JOIN:<name>`).
@@ -98,9 +168,9 @@ impl Link {
         poll: Poll,
         mut transport: Transport,
         frames: Receiver<String>,
-        endings: Sender<Ending>,
+        sink: S,
         first: Option<String>,
-    ) -> io::Result<Link> {
+    ) -> io::Result<Link<S>> {
         let interest = Interest::READABLE;
         poll.registry()
             .register(transport.socket_mut(), SOCKET, interest)?;
@@ -108,7 +178,7 @@ impl Link {
             poll,
             transport,
             frames,
-            endings,
+            sink,
             out: OutQueue::default(),
             pool: BufferPool::default(),
             interest,
@@ -117,9 +187,7 @@ impl Link {
             write_failed: false,
             lines: LineReader::default(),
             readbuf: vec![0; 64 * 1024],
-            text: Vec::new(),
             last_error: None,
-            printing: true,
         };
         if let Some(frame) = first {
             link.take(&frame);
@@ -155,10 +223,8 @@ impl Link {
             // Answer the server's close_notify with ours; nothing depends on it.
             let _ = self.transport.close_notify();
         }
-        let _ = self.endings.send(Ending::Closed {
-            result,
-            last_error: self.last_error.take(),
-        });
+        let last_error = self.last_error.take();
+        self.sink.closed(result, last_error);
     }
 
     /// Moves frames from the queue to the output while it is small.
@@ -205,7 +271,7 @@ impl Link {
         if let Err(e) = result {
             self.write_failed = true;
             self.out.clear(&mut self.pool);
-            let _ = self.endings.send(Ending::WriteFailed(e));
+            self.sink.write_failed(e);
         }
     }
 
@@ -246,34 +312,22 @@ impl Link {
         ended
     }
 
-    /// Renders the complete lines in `input` and prints them.
+    /// Hands the complete lines in `input` to the sink.
     fn show(&mut self, input: &[u8]) {
         let mut too_long = 0usize;
-        let (text, last_error) = (&mut self.text, &mut self.last_error);
+        let (sink, last_error) = (&mut self.sink, &mut self.last_error);
         self.lines.feed(input, MAX_LINE, |line| match line {
             Ok(line) => {
                 *last_error = line
                     .strip_prefix(b"ERROR:")
                     .map(|e| String::from_utf8_lossy(e).into_owned());
-                render(line, text);
+                sink.line(line);
             }
             Err(codec::LineError::TooLong) => too_long += 1,
         });
         if too_long > 0 {
-            eprintln!("loopchat: skipped {too_long} line(s) over {MAX_LINE} bytes from the server");
+            self.sink.skipped(too_long);
         }
-        if self.printing && !self.text.is_empty() {
-            let mut stdout = io::stdout().lock();
-            if stdout
-                .write_all(&self.text)
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
-                // Keep reading: the server's close still ends the session cleanly.
-                self.printing = false;
-                let _ = self.endings.send(Ending::OutputClosed);
-            }
-        }
-        self.text.clear();
+        self.sink.flush();
     }
 }
