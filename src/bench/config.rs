@@ -20,7 +20,8 @@ use crate::config::parse_duration;
 #[command(after_help = "\
 Against loopchat, lift its abuse limits for a load test, e.g.
   loopchat server --rate 0 --connect-rate 0 --max-conns-per-ip 0 --max-strikes 0
-or let the harness start one with those flags: loopchat bench --spawn-server ...")]
+or let the harness start one with those flags: loopchat bench --spawn-server ...
+Against an IRC daemon: --dialect irc, with its flood protection configured away.")]
 pub struct BenchArgs {
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -88,7 +89,8 @@ pub struct BenchArgs {
     pub threads: usize,
 
     /// `frames`: JOIN:/SAY:: in, SAY:<from>:<text> out (loopchat, tcp-chat). `lines`:
-    /// plain text lines both ways, for other line-based chat servers.
+    /// plain text lines both ways, for other line-based chat servers. `irc`: NICK/USER,
+    /// JOIN #room, PRIVMSG #room, PING answered, for IRC daemons.
     #[arg(long, value_enum, default_value_t = BenchDialect::Frames)]
     pub dialect: BenchDialect,
 
@@ -173,13 +175,15 @@ impl Default for BenchArgs {
     }
 }
 
-/// The two ways the harness can talk.
+/// The ways the harness can talk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchDialect {
     /// loopchat's protocol frames.
     Frames,
     /// Plain text lines.
     Lines,
+    /// IRC (RFC 2812 client commands).
+    Irc,
 }
 
 impl BenchDialect {
@@ -188,6 +192,7 @@ impl BenchDialect {
         match self {
             BenchDialect::Frames => "frames",
             BenchDialect::Lines => "lines",
+            BenchDialect::Irc => "irc",
         }
     }
 }
@@ -330,8 +335,16 @@ impl BenchConfig {
         if self.dialect == BenchDialect::Lines && self.rooms != 1 {
             return Err("--dialect lines has no rooms: use --rooms 1".into());
         }
-        if self.dialect == BenchDialect::Frames && self.hello.is_some() {
-            return Err("--hello is for --dialect lines (frames mode sends JOIN:)".into());
+        if self.dialect != BenchDialect::Lines && self.hello.is_some() {
+            return Err(
+                "--hello is for --dialect lines (frames and irc join by themselves)".into(),
+            );
+        }
+        if self.dialect == BenchDialect::Irc && self.payload > super::irc::MAX_PAYLOAD {
+            return Err(format!(
+                "--payload is limited to {} bytes with --dialect irc (512-byte IRC lines)",
+                super::irc::MAX_PAYLOAD
+            ));
         }
         if self.senders > self.clients {
             return Err(format!(

@@ -1,5 +1,5 @@
 //! `loopchat bench`: the load harness. It drives any server that speaks the line
-//! protocol (or plain lines), over plain TCP or TLS, from one process and reports
+//! protocol (or plain lines, or IRC), over plain TCP or TLS, from one process and reports
 //! connection counts, phase times, TLS handshakes (per second, latency), deliveries
 //! (expected, received, lost, duplicated, reordered), throughput, latency percentiles
 //! and, given the server's pid, its memory and CPU time.
@@ -17,6 +17,8 @@
 //!   [`Transport`](crate::client::transport::Transport), whose handshake the worker
 //!   drives in its loop like any other I/O.
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
+//! - [`irc`]: the IRC dialect's lines, both ways (pure); `worker::irc` is a client's
+//!   registration, join and `PING` answers.
 //! - `tally`: what a worker counts (deliveries classified, latency) and how the
 //!   workers' counts add up.
 //! - [`report`]: the [`Report`] struct, its table and its JSON.
@@ -32,6 +34,7 @@
 
 pub mod config;
 mod contract;
+pub mod irc;
 pub mod marker;
 pub mod report;
 pub mod server_proc;
