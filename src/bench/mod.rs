@@ -21,7 +21,10 @@
 //!   registration, join and `PING` answers.
 //! - `tally`: what a worker counts (deliveries classified, latency) and how the
 //!   workers' counts add up.
-//! - [`report`]: the [`Report`] struct, its table and its JSON.
+//! - [`report`]: the [`Report`] struct, its table, its JSON (written and read back) and
+//!   its `.hgrm` latency distribution.
+//! - [`repeat`]: the headline figures, and their median and min–max over runs.
+//! - [`saved`]: a JSON report read back, for drawing and comparing reports.
 //! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
 //!   write counts and `--spawn-server` (with `--tls`: a TLS port and a throwaway
 //!   self-signed certificate).
@@ -36,7 +39,9 @@ pub mod config;
 mod contract;
 pub mod irc;
 pub mod marker;
+pub mod repeat;
 pub mod report;
+pub mod saved;
 pub mod server_proc;
 mod sockets;
 mod tally;
@@ -349,6 +354,7 @@ impl Coordinator {
 
         let mut r = Report {
             addr: c.addr.to_string(),
+            label: c.addr.to_string(),
             dialect: c.dialect.as_str(),
             clients: c.clients,
             stalled: c.stalled,
@@ -395,6 +401,7 @@ impl Coordinator {
             }
         }
         r.latency = Latency::of(&t.latency);
+        r.histogram = (!t.latency.is_empty()).then_some(t.latency);
         if r.connect_secs > 0.0 {
             r.handshakes_per_sec = r.handshakes as f64 / r.connect_secs;
         }
