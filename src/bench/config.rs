@@ -17,12 +17,19 @@ use crate::config::parse_duration;
 
 /// Flags of `loopchat bench`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
 Against loopchat, lift its abuse limits for a load test, e.g.
   loopchat server --rate 0 --connect-rate 0 --max-conns-per-ip 0 --max-strikes 0
 or let the harness start one with those flags: loopchat bench --spawn-server ...
-Against an IRC daemon: --dialect irc, with its flood protection configured away.")]
+Against an IRC daemon: --dialect irc, with its flood protection configured away."
+)]
 pub struct BenchArgs {
+    /// What to do with reports instead of running a benchmark.
+    #[command(subcommand)]
+    pub tool: Option<super::cli::BenchTool>,
+
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -135,6 +142,22 @@ pub struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
+
+    /// Also write the latency distribution in HdrHistogram's percentile format (.hgrm,
+    /// milliseconds) to this file; with --repeat, of all runs' deliveries together.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<std::path::PathBuf>,
+
+    /// Run the benchmark N times (with --spawn-server, each against a fresh server) and
+    /// report every figure as median and min-max over the runs.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+
+    /// The server's name in the report, the plot legend and comparisons [default:
+    /// `loopchat` with --spawn-server, else the --server-pid's program name, else the
+    /// address].
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
 
     /// Connect over TLS (each client's handshake runs in the harness's own loop) and
     /// report handshakes per second and handshake latency. The server's certificate is
