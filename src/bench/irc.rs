@@ -122,6 +122,21 @@ pub fn classify<'a>(line: &'a [u8], nick: &str, channel: &str) -> Event<'a> {
     Event::Other
 }
 
+/// An error line in words that are the same for every client (no nick): the command
+/// and the trailing text, e.g. `433 Nickname is already in use`.
+pub fn describe(line: &[u8]) -> String {
+    let (_, command, params) = split(line);
+    let text = match params.windows(2).position(|w| w == b" :") {
+        Some(i) => &params[i + 2..],
+        None => params.strip_prefix(b":").unwrap_or(params),
+    };
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(command),
+        String::from_utf8_lossy(text)
+    )
+}
+
 /// Splits a line into its prefix (without the `:`), command and the rest (the
 /// parameters as sent).
 fn split(line: &[u8]) -> (Option<&[u8]>, &[u8], &[u8]) {
@@ -221,5 +236,20 @@ mod tests {
         );
         assert_eq!(event(""), Event::Other);
         assert_eq!(event(":"), Event::Other);
+    }
+
+    #[test]
+    fn errors_are_described_without_the_nick() {
+        let d = |l: &str| describe(l.as_bytes());
+        assert_eq!(
+            d(":srv 433 * l1 :Nickname is already in use"),
+            "433 Nickname is already in use"
+        );
+        assert_eq!(
+            d(":srv 433 * l2 :Nickname is already in use"),
+            "433 Nickname is already in use"
+        );
+        assert_eq!(d("ERROR :Closing connection"), "ERROR Closing connection");
+        assert_eq!(d(":srv 471 l1 #c"), "471 l1 #c");
     }
 }

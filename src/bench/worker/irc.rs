@@ -60,7 +60,7 @@ impl LineCtx<'_> {
             Event::Error => {
                 w.tally.server_error(line);
                 if matches!(state, State::Registering | State::Joining) {
-                    let why = format!("server said {}", String::from_utf8_lossy(line));
+                    let why = format!("server said {}", irc::describe(line));
                     w.fail(i, why);
                 }
             }
