@@ -521,7 +521,7 @@ impl fmt::Display for Report {
                 f,
                 "server errors",
                 format!(
-                    "{} ERROR: lines, e.g. {}",
+                    "{} error lines, e.g. {}",
                     self.server_errors,
                     self.server_error_samples.join(" | ")
                 ),
