@@ -53,6 +53,14 @@ const COLOURS: [RGBColor; 7] = [
 /// Chart size in pixels.
 const SIZE: (u32, u32) = (960, 600);
 
+/// The title's font size as plotters takes it: 28, or less for a long title so that
+/// it fits the chart's width. A sans-serif character is about 0.55 em wide on average,
+/// and plotters writes 1/1.24 of the size it is given into the SVG.
+fn caption_size(title: &str) -> f64 {
+    let fit_px = f64::from(SIZE.0 - 40) / (0.55 * title.chars().count().max(1) as f64);
+    (fit_px * 1.24).clamp(12.0, 28.0)
+}
+
 /// x for percentile `p` (in percent): 1/(1-p).
 fn x_of(p: f64) -> f64 {
     1.0 / (1.0 - p / 100.0)
@@ -108,7 +116,7 @@ fn draw(
         .log_scale()
         .with_key_points(TICKS.iter().map(|t| t.0).collect());
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 28))
+        .caption(title, ("sans-serif", caption_size(title)))
         .margin(20)
         // Room for the last tick's label, centred on the right edge.
         .margin_right(50)
@@ -243,6 +251,13 @@ mod tests {
             );
         }
         assert!(svg.contains("Latency &lt;&amp;&gt; by percentile"));
+    }
+
+    #[test]
+    fn a_long_title_gets_a_smaller_font() {
+        assert_eq!(caption_size("Latency by percentile"), 28.0);
+        let long = "x".repeat(120);
+        assert!(caption_size(&long) / 1.24 * 0.55 * 120.0 <= f64::from(SIZE.0));
     }
 
     #[test]
