@@ -177,7 +177,10 @@ mod tests {
         assert_eq!(s.runs, 1);
         let p99 = s.figure("latency_p99_ms").unwrap();
         assert_eq!((p99.median, p99.min, p99.max), (0.4, 0.4, 0.4));
-        assert_eq!(s.percentiles.len(), crate::bench::report::percentiles().len());
+        assert_eq!(
+            s.percentiles.len(),
+            crate::bench::report::percentiles().len()
+        );
         assert_eq!(s.percentiles[0], (50.0, 0.2));
         assert!(s.band.is_none());
     }
