@@ -1,8 +1,15 @@
 //! The load harness (`loopchat bench`) as a library and as a command: counts against
 //! the real server, loss and closes against tiny in-test relays that misbehave on
-//! purpose, the `lines` dialect, and argument errors. Small N, short phases; no test
-//! asserts a speed.
+//! purpose, the `lines` dialect, and argument errors; the IRC dialect in `bench/irc.rs`;
+//! `--repeat`, `--hgrm`, `bench plot` and `bench compare` in `bench/reports.rs`. Small
+//! N, short phases; no test asserts a speed.
 
+// Beside this file, not in tests/ itself, so that cargo does not build them as test
+// crates of their own.
+#[path = "bench/irc.rs"]
+mod irc;
+#[path = "bench/reports.rs"]
+mod reports;
 mod util;
 
 use std::io::{BufRead, BufReader, Write};
@@ -189,12 +196,14 @@ fn lines_dialect_finds_its_marker_in_decorated_lines() {
 
 #[test]
 fn bad_arguments_exit_2_with_a_message() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 7] = [
         &["--clients", "0"],
         &["--senders", "50", "--clients", "10"],
         &["--rate", "5", "--total-rate", "10"],
         &["--dialect", "lines", "--rooms", "3"],
         &["--source-ips", "127.0.0.9-127.0.0.1"],
+        &["--dialect", "irc", "--payload", "400"],
+        &["--dialect", "irc", "--hello", "hi"],
     ];
     for args in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))

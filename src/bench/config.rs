@@ -17,11 +17,19 @@ use crate::config::parse_duration;
 
 /// Flags of `loopchat bench`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
 Against loopchat, lift its abuse limits for a load test, e.g.
   loopchat server --rate 0 --connect-rate 0 --max-conns-per-ip 0 --max-strikes 0
-or let the harness start one with those flags: loopchat bench --spawn-server ...")]
+or let the harness start one with those flags: loopchat bench --spawn-server ...
+Against an IRC daemon: --dialect irc, with its flood protection configured away."
+)]
 pub struct BenchArgs {
+    /// What to do with reports instead of running a benchmark.
+    #[command(subcommand)]
+    pub tool: Option<super::cli::BenchTool>,
+
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -88,7 +96,8 @@ pub struct BenchArgs {
     pub threads: usize,
 
     /// `frames`: JOIN:/SAY:: in, SAY:<from>:<text> out (loopchat, tcp-chat). `lines`:
-    /// plain text lines both ways, for other line-based chat servers.
+    /// plain text lines both ways, for other line-based chat servers. `irc`: NICK/USER,
+    /// JOIN #room, PRIVMSG #room, PING answered, for IRC daemons.
     #[arg(long, value_enum, default_value_t = BenchDialect::Frames)]
     pub dialect: BenchDialect,
 
@@ -134,6 +143,22 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
 
+    /// Also write the latency distribution in HdrHistogram's percentile format (.hgrm,
+    /// milliseconds) to this file; with --repeat, of all runs' deliveries together.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<std::path::PathBuf>,
+
+    /// Run the benchmark N times (with --spawn-server, each against a fresh server) and
+    /// report every figure as median and min-max over the runs.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+
+    /// The server's name in the report, the plot legend and comparisons [default:
+    /// `loopchat` with --spawn-server, else the --server-pid's program name, else the
+    /// address].
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+
     /// Connect over TLS (each client's handshake runs in the harness's own loop) and
     /// report handshakes per second and handshake latency. The server's certificate is
     /// verified for the host part of --addr against the system's roots or --ca. With
@@ -173,13 +198,15 @@ impl Default for BenchArgs {
     }
 }
 
-/// The two ways the harness can talk.
+/// The ways the harness can talk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchDialect {
     /// loopchat's protocol frames.
     Frames,
     /// Plain text lines.
     Lines,
+    /// IRC (RFC 2812 client commands).
+    Irc,
 }
 
 impl BenchDialect {
@@ -188,6 +215,7 @@ impl BenchDialect {
         match self {
             BenchDialect::Frames => "frames",
             BenchDialect::Lines => "lines",
+            BenchDialect::Irc => "irc",
         }
     }
 }
@@ -330,8 +358,16 @@ impl BenchConfig {
         if self.dialect == BenchDialect::Lines && self.rooms != 1 {
             return Err("--dialect lines has no rooms: use --rooms 1".into());
         }
-        if self.dialect == BenchDialect::Frames && self.hello.is_some() {
-            return Err("--hello is for --dialect lines (frames mode sends JOIN:)".into());
+        if self.dialect != BenchDialect::Lines && self.hello.is_some() {
+            return Err(
+                "--hello is for --dialect lines (frames and irc join by themselves)".into(),
+            );
+        }
+        if self.dialect == BenchDialect::Irc && self.payload > super::irc::MAX_PAYLOAD {
+            return Err(format!(
+                "--payload is limited to {} bytes with --dialect irc (512-byte IRC lines)",
+                super::irc::MAX_PAYLOAD
+            ));
         }
         if self.senders > self.clients {
             return Err(format!(

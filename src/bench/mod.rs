@@ -1,25 +1,34 @@
 //! `loopchat bench`: the load harness. It drives any server that speaks the line
-//! protocol (or plain lines), over plain TCP or TLS, from one process and reports
+//! protocol, plain lines or IRC, over plain TCP or TLS, from one process and reports
 //! connection counts, phase times, TLS handshakes (per second, latency), deliveries
 //! (expected, received, lost, duplicated, reordered), throughput, latency percentiles
-//! and, given the server's pid, its memory and CPU time.
+//! and, given the server's pid, its memory and CPU time; once or over `--repeat` runs,
+//! and its reports can be drawn (`plot`) and compared (`compare`).
 //!
 //! # Layout
 //!
 //! - [`config`]: the flags ([`BenchArgs`]), their checked form ([`BenchConfig`]) and the
 //!   capacity checks (open files, ephemeral ports).
+//! - `cli`: the command: repeats, spawned servers, the printed table, `--json` and
+//!   `--hgrm` files, and the `plot` and `compare` subcommands ([`BenchTool`]).
 //! - `contract`: what the coordinator and the workers share: the phases, the shared
 //!   state, and the layout of clients over workers and rooms.
 //! - `worker`: one mio loop per harness thread, owning its share of the connections;
-//!   `worker::phases` holds what it does in each phase (one set of hooks per phase).
+//!   `worker::phases` holds what it does in each phase (one set of hooks per phase),
+//!   `worker::irc` a client's IRC registration, join and `PING` answers.
 //! - `sockets`: client socket set-up (source address, connect status, connect errors).
 //!   Over TLS each socket is wrapped in the client's
 //!   [`Transport`](crate::client::transport::Transport), whose handshake the worker
 //!   drives in its loop like any other I/O.
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
+//! - [`irc`]: the IRC dialect's lines, both ways (pure).
 //! - `tally`: what a worker counts (deliveries classified, latency) and how the
 //!   workers' counts add up.
-//! - [`report`]: the [`Report`] struct, its table and its JSON.
+//! - [`report`]: the [`Report`] struct, its table, its JSON (written and read back) and
+//!   its `.hgrm` latency distribution.
+//! - [`repeat`]: the headline figures, and their median and min–max over runs.
+//! - [`saved`]: a JSON report read back; [`plot`] draws several on one SVG chart,
+//!   [`compare`] says which figures of two differ by more than their spread.
 //! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
 //!   write counts and `--spawn-server` (with `--tls`: a TLS port and a throwaway
 //!   self-signed certificate).
@@ -30,158 +39,36 @@
 //! Every phase is bounded in time, so a silent or vanished server ends the run with a
 //! partial report instead of a hang.
 
+mod cli;
+pub mod compare;
 pub mod config;
 mod contract;
+pub mod irc;
 pub mod marker;
+pub mod plot;
+pub mod repeat;
 pub mod report;
+pub mod saved;
 pub mod server_proc;
 mod sockets;
 mod tally;
 mod worker;
 
-use std::io::{IsTerminal, Write};
-use std::process::ExitCode;
+use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Poll, Waker};
 
+pub use cli::{BenchTool, run};
 pub use config::{BenchArgs, BenchConfig, BenchDialect};
 use contract::{Phase, Progress, STALL_LIMIT, Shared, WAKE};
 pub use report::{Latency, Report, ServerStats};
 pub use server_proc::{SpawnedServer, TempCert};
 use tally::Tally;
 use worker::Worker;
-
-/// Exit status for a command line that makes no sense (clap uses the same).
-const EXIT_USAGE: u8 = 2;
-
-/// Runs `loopchat bench`; returns the process exit status: 0 for a clean run, 1 when
-/// the report lists problems or the run could not start, 2 for bad arguments.
-pub fn run(args: BenchArgs) -> ExitCode {
-    // Check the flags before spawning anything; the spawned server's address replaces
-    // the placeholder.
-    let placeholder = args
-        .spawn_server
-        .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    let mut config = match BenchConfig::from_args(&args, placeholder) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("loopchat bench: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second Ctrl-C exits at once; the first ends the run with a partial report.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, interrupt.clone());
-        if let Err(e) = signal_hook::flag::register(signal, interrupt.clone()) {
-            log::warn!("cannot handle signal {signal}: {e}");
-        }
-    }
-    config.interrupt = Some(interrupt);
-
-    let mut spawned = None;
-    let mut server_log = None;
-    // Lives until the spawned server is stopped.
-    let mut temp_cert = None;
-    if args.spawn_server {
-        let exe = match std::env::current_exe() {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("loopchat bench: cannot find my own executable to spawn the server: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let log = args.server_log.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("loopchat-bench-{}.log", std::process::id()))
-        });
-        server_log = Some(log.clone());
-        let started = if args.tls {
-            TempCert::create()
-                .map_err(|e| format!("cannot make a certificate for the server: {e}"))
-                .and_then(|cert| {
-                    let s = SpawnedServer::start_tls(&exe, &args.server_arg, Some(&log), &cert)
-                        .map_err(|e| e.to_string())?;
-                    let addr = s.tls_addr().unwrap_or(s.addr());
-                    config.tls = Some(config::tls_setup(
-                        &addr.ip().to_string(),
-                        Some(&cert.cert),
-                        args.insecure,
-                    )?);
-                    config.addr = addr;
-                    temp_cert = Some(cert);
-                    Ok(s)
-                })
-        } else {
-            SpawnedServer::start(&exe, &args.server_arg, Some(&log)).map_err(|e| e.to_string())
-        };
-        match started {
-            Ok(s) => {
-                log::info!(
-                    "spawned `loopchat server {} {}` (pid {}){}",
-                    s.addr(),
-                    server_proc::LIFT_LIMITS.join(" "),
-                    s.pid(),
-                    s.tls_addr()
-                        .map(|a| format!(", TLS on {a}"))
-                        .unwrap_or_default()
-                );
-                if !args.tls {
-                    config.addr = s.addr();
-                }
-                config.server_pid = Some(s.pid());
-                spawned = Some(s);
-            }
-            Err(e) => {
-                eprintln!("loopchat bench: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    if args.insecure {
-        log::warn!("--insecure: the server's certificate is not verified");
-    }
-
-    let result = run_bench(&config);
-    if let Some(mut s) = spawned {
-        s.stop(Duration::from_secs(3));
-    }
-    drop(temp_cert);
-    let writes = server_log.as_ref().and_then(|path| {
-        let log = std::fs::read_to_string(path).ok();
-        if args.server_log.is_none() {
-            let _ = std::fs::remove_file(path);
-        }
-        server_proc::writes_per_delivery(&log?)
-    });
-    let mut report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("loopchat bench: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(server) = report.server.as_mut() {
-        server.writes_per_delivery = writes;
-    }
-    print!("{report}");
-    let _ = std::io::stdout().flush();
-    let mut ok = report.ok();
-    if let Some(path) = &args.json
-        && let Err(e) = std::fs::write(path, report.to_json())
-    {
-        eprintln!("loopchat bench: cannot write {}: {e}", path.display());
-        ok = false;
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
 
 /// Runs one benchmark and returns its report. `Err` means it could not start (bad
 /// configuration, not enough open files or ports, no threads); anything that goes wrong
@@ -346,6 +233,7 @@ impl Coordinator {
 
         let mut r = Report {
             addr: c.addr.to_string(),
+            label: c.addr.to_string(),
             dialect: c.dialect.as_str(),
             clients: c.clients,
             stalled: c.stalled,
@@ -392,6 +280,7 @@ impl Coordinator {
             }
         }
         r.latency = Latency::of(&t.latency);
+        r.histogram = (!t.latency.is_empty()).then_some(t.latency);
         if r.connect_secs > 0.0 {
             r.handshakes_per_sec = r.handshakes as f64 / r.connect_secs;
         }

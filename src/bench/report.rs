@@ -1,13 +1,55 @@
 //! The result of a run: one plain struct ([`Report`]) that tests assert on, printed as a
 //! table for people ([`Report`]'s `Display`) and as JSON for machines
-//! ([`Report::to_json`], through the small writer in `json`).
+//! ([`Report::to_json`], through the small writer and reader in [`json`]), and its
+//! latency distribution in HdrHistogram's text format ([`hgrm`]).
+//!
+//! The JSON carries, besides every field of the struct, the latency at fixed
+//! percentiles ([`percentiles`], what `loopchat bench plot` draws) and the headline
+//! [`figures`](crate::bench::repeat::FIGURES) under their keys (what `loopchat bench
+//! compare` compares).
 
-mod json;
+pub mod hgrm;
+pub mod json;
 
 use std::fmt;
 
 use hdrhistogram::Histogram;
 use json::Json;
+
+/// Ten steps of 1/(1-p) per decade, in hundredths: about evenly spaced on a log axis
+/// (the R10 series), each with a percentile that is a short exact decimal (6.4 gives
+/// 84.375 %).
+const STEPS: [u64; 10] = [100, 125, 160, 200, 250, 320, 400, 500, 640, 800];
+
+/// The percentiles (in percent) at which the JSON report gives the latency: 48 from
+/// 50 % to 99.999 %, evenly spaced on the plot's log axis of 1/(1-p), and among them
+/// 50, 90, 95, 98, 99, 99.5, 99.9 … 99.999.
+pub fn percentiles() -> Vec<f64> {
+    let mut out = Vec::with_capacity(48);
+    for decade in 0..5 {
+        for step in STEPS {
+            // Whole numbers divided once: x is exact, and so is 100 / x.
+            let x = (step * 10u64.pow(decade)) as f64 / 100.0;
+            if x >= 2.0 {
+                out.push(100.0 - 100.0 / x);
+            }
+        }
+    }
+    out.push(99.999);
+    out
+}
+
+/// The latency at each of [`percentiles`] in milliseconds, from a histogram of
+/// microseconds; empty if it is empty.
+pub fn percentiles_ms(hist: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if hist.is_empty() {
+        return Vec::new();
+    }
+    percentiles()
+        .into_iter()
+        .map(|p| (p, hist.value_at_quantile(p / 100.0) as f64 / 1000.0))
+        .collect()
+}
 
 /// Latency percentiles in microseconds, from an HdrHistogram (3 significant digits):
 /// of delivered messages, or of TLS handshakes.
@@ -76,6 +118,9 @@ pub struct ServerStats {
 pub struct Report {
     /// Server address.
     pub addr: String,
+    /// The server's name for legends and comparisons (`--label`; the address unless the
+    /// command line knows better).
+    pub label: String,
     /// `frames` or `lines`.
     pub dialect: &'static str,
     /// Measured clients asked for.
@@ -156,6 +201,8 @@ pub struct Report {
     pub deliveries_per_sec: f64,
     /// Latency of distinct deliveries (None if there were none).
     pub latency: Option<Latency>,
+    /// The latency histogram itself, microseconds (None if nothing was delivered).
+    pub histogram: Option<Histogram<u64>>,
 
     /// Non-reading clients that the server closed.
     pub stalled_evicted: u64,
@@ -174,11 +221,43 @@ impl Report {
         self.problems.is_empty()
     }
 
+    /// What was run against whom, in one line: the table's heading.
+    pub fn scenario(&self) -> String {
+        let who = if self.label.is_empty() || self.label == self.addr {
+            self.addr.clone()
+        } else {
+            format!("{} at {}", self.label, self.addr)
+        };
+        format!(
+            "{who} ({}{}), {} clients{} in {} room(s), {}, {} thread(s), {} source address(es)",
+            self.dialect,
+            if self.tls { " over TLS" } else { "" },
+            self.clients,
+            if self.stalled > 0 {
+                format!(" + {} stalled", self.stalled)
+            } else {
+                String::new()
+            },
+            self.rooms,
+            if self.senders > 0 && self.steady_secs > 0.0 {
+                format!(
+                    "{} sender(s) x {:.1} msg/s, {}-byte texts",
+                    self.senders, self.rate_per_sender, self.payload
+                )
+            } else {
+                "no message load".to_string()
+            },
+            self.threads,
+            self.source_ips,
+        )
+    }
+
     /// The report as one JSON object.
     pub fn to_json(&self) -> String {
         let mut j = Json::default();
         j.open();
         j.str("addr", &self.addr);
+        j.str("label", &self.label);
         j.str("dialect", self.dialect);
         j.num("clients", self.clients as f64);
         j.num("stalled", self.stalled as f64);
@@ -225,6 +304,17 @@ impl Report {
         j.num("deliveries_per_sec", self.deliveries_per_sec);
         j.key("latency_us");
         j.latency(self.latency.as_ref());
+        j.key("percentiles");
+        let percentiles = self.histogram.as_ref().map(percentiles_ms);
+        j.pairs(percentiles.as_deref().unwrap_or_default());
+        j.key("figures");
+        j.open();
+        for f in &crate::bench::repeat::FIGURES {
+            if let Some(v) = (f.get)(self) {
+                j.num(f.key, v);
+            }
+        }
+        j.close();
         j.num("stalled_evicted", self.stalled_evicted as f64);
         j.key("server");
         match &self.server {
@@ -281,31 +371,7 @@ fn opt_bytes(v: Option<u64>) -> String {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<14}{v}");
-        writeln!(
-            f,
-            "loopchat bench: {} ({}{}), {} clients{} in {} room(s), {}, {} thread(s), {} source \
-             address(es)",
-            self.addr,
-            self.dialect,
-            if self.tls { " over TLS" } else { "" },
-            self.clients,
-            if self.stalled > 0 {
-                format!(" + {} stalled", self.stalled)
-            } else {
-                String::new()
-            },
-            self.rooms,
-            if self.senders > 0 && self.steady_secs > 0.0 {
-                format!(
-                    "{} sender(s) x {:.1} msg/s, {}-byte texts",
-                    self.senders, self.rate_per_sender, self.payload
-                )
-            } else {
-                "no message load".to_string()
-            },
-            self.threads,
-            self.source_ips,
-        )?;
+        writeln!(f, "loopchat bench: {}", self.scenario())?;
         let total = self.clients + self.stalled;
         row(
             f,
@@ -455,7 +521,7 @@ impl fmt::Display for Report {
                 f,
                 "server errors",
                 format!(
-                    "{} ERROR: lines, e.g. {}",
+                    "{} error lines, e.g. {}",
                     self.server_errors,
                     self.server_error_samples.join(" | ")
                 ),
@@ -472,5 +538,21 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_run_from_50_to_99_999_and_hold_the_usual_ones() {
+        let p = percentiles();
+        assert_eq!(p.len(), 48);
+        assert_eq!((p[0], p[47]), (50.0, 99.999));
+        assert!(p.windows(2).all(|w| w[0] < w[1]));
+        for usual in [84.375, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9, 99.99] {
+            assert!(p.iter().any(|&q| (q - usual).abs() < 1e-9), "{usual}");
+        }
     }
 }

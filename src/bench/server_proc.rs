@@ -88,6 +88,14 @@ pub fn listens_on(pid: u32, addr: SocketAddr) -> Option<bool> {
     Some(found)
 }
 
+/// The program name of `pid` (`/proc/<pid>/comm`, e.g. `ngircd`), or `None` if the
+/// process is gone.
+pub fn program_name(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let name = comm.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// CPU seconds this process (the harness, all threads) has used.
 pub fn own_cpu_seconds() -> f64 {
     cpu_seconds(std::process::id()).unwrap_or(0.0)
@@ -331,6 +339,8 @@ mod tests {
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert_eq!(rss_bytes(u32::MAX), None);
+        assert!(program_name(pid).is_some_and(|n| !n.is_empty()));
+        assert_eq!(program_name(u32::MAX), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! and who sends follow [`Layout`]; socket set-up is in [`sockets`](super::sockets);
 //! the counts are a [`Tally`].
 
+mod irc;
 mod phases;
 
 use std::io::{self, Read, Write};
@@ -43,6 +44,8 @@ enum State {
     Handshaking,
     /// Connected, not joined.
     Connected,
+    /// IRC: `NICK`/`USER` sent, waiting for `001` before joining.
+    Registering,
     /// Join lines sent, waiting for the server's answer.
     Joining,
     /// In its room.
@@ -108,6 +111,10 @@ pub struct Worker {
     prefix: String,
     /// `SERVER:you are now in #<prefix>`: the join answer, room number follows.
     ack_prefix: Vec<u8>,
+    /// The run id (IRC nicks are made from it).
+    run_id: u32,
+    /// IRC: each room's channel name, `#<prefix><room>` (empty in other dialects).
+    channels: Vec<String>,
     /// Spare output buffers for the clients' queues.
     pool: BufferPool,
     readbuf: Vec<u8>,
@@ -169,12 +176,19 @@ impl Worker {
             .collect();
         let prefix = format!("lb{:06x}-", run_id & 0xff_ffff);
         let ack_prefix = format!("SERVER:you are now in #{prefix}").into_bytes();
+        let channels = if config.dialect == super::BenchDialect::Irc {
+            (0..config.rooms).map(|r| format!("#{prefix}{r}")).collect()
+        } else {
+            Vec::new()
+        };
         let now = Instant::now();
         Worker {
             index,
             needle: Needle::new(run_id),
             prefix,
             ack_prefix,
+            run_id,
+            channels,
             pool: BufferPool::default(),
             readbuf: vec![0; 64 * 1024],
             line: Vec::with_capacity(256),
@@ -288,7 +302,10 @@ impl Worker {
         if readable {
             let c = &self.clients[i];
             let reading = !c.stalled
-                || matches!(c.state, State::Handshaking | State::Joining)
+                || matches!(
+                    c.state,
+                    State::Handshaking | State::Registering | State::Joining
+                )
                 || self.phase == Phase::Stall;
             if reading {
                 self.read(i, exhaustive);
@@ -404,7 +421,11 @@ impl Worker {
         }
         if matches!(
             c.state,
-            State::Connecting | State::Handshaking | State::Connected | State::Joining
+            State::Connecting
+                | State::Handshaking
+                | State::Connected
+                | State::Registering
+                | State::Joining
         ) {
             self.fail(i, why);
             return;
@@ -439,10 +460,13 @@ impl Worker {
         }
         // Nothing more can be written: the buffer goes back to the pool.
         c.out.clear(&mut self.pool);
-        let join_phase = matches!(c.state, State::Connected | State::Joining);
+        let join_phase = matches!(
+            c.state,
+            State::Connected | State::Registering | State::Joining
+        );
         match c.state {
             State::Connecting | State::Handshaking => self.connecting -= 1,
-            State::Joining => self.joining -= 1,
+            State::Registering | State::Joining => self.joining -= 1,
             _ => {}
         }
         c.state = State::Failed;
@@ -487,6 +511,10 @@ impl LineCtx<'_> {
         let w = &mut *self.worker;
         if let Some(m) = w.needle.find(line) {
             self.on_delivery(m);
+            return;
+        }
+        if w.config.dialect == super::BenchDialect::Irc {
+            self.on_irc_line(line);
             return;
         }
         let i = self.i;

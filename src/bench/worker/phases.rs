@@ -42,7 +42,8 @@ const HOLD: Hooks = Hooks {
 };
 
 /// The hooks of `phase`. Joining depends on the `dialect`: frames wait for the
-/// server's answer to `JOIN`, lines send a hello and let it settle.
+/// server's answer to `JOIN`, IRC registers, joins and waits for the echo, lines send
+/// a hello and let it settle.
 pub(super) fn hooks(phase: Phase, dialect: BenchDialect) -> Hooks {
     match (phase, dialect) {
         (Phase::Connect, _) => Hooks {
@@ -50,7 +51,7 @@ pub(super) fn hooks(phase: Phase, dialect: BenchDialect) -> Hooks {
             step: Worker::step_connect,
             done: Worker::connect_done,
         },
-        (Phase::Join, BenchDialect::Frames) => Hooks {
+        (Phase::Join, BenchDialect::Frames | BenchDialect::Irc) => Hooks {
             enter: Worker::enter_join,
             step: Worker::step_join,
             done: Worker::join_done,
@@ -222,21 +223,25 @@ impl Worker {
         self.deadline = now + self.config.phase_timeout;
     }
 
-    /// Frames: sends `JOIN` lines up to the concurrency limit; the server's answers
-    /// arrive as events.
+    /// Frames and IRC: sends `JOIN` lines (IRC: `NICK`/`USER` first) up to the
+    /// concurrency limit; the server's answers arrive as events.
     fn step_join(&mut self, now: Instant) -> Option<Duration> {
         while self.joining < self.config.concurrency && self.next_join < self.clients.len() {
             let i = self.next_join;
             self.next_join += 1;
             if self.clients[i].state == State::Connected {
-                self.send_join(i);
+                if self.config.dialect == BenchDialect::Irc {
+                    self.send_register(i);
+                } else {
+                    self.send_join(i);
+                }
             }
         }
         self.until_deadline(now)
     }
 
-    /// Frames: done when every connected client has joined or failed; at the deadline
-    /// (or on abort) the rest fail.
+    /// Frames and IRC: done when every connected client has joined or failed; at the
+    /// deadline (or on abort) the rest fail.
     fn join_done(&mut self, now: Instant, abort: bool) -> bool {
         if self.next_join == self.clients.len() && self.joining == 0 {
             return true;
@@ -246,6 +251,12 @@ impl Worker {
         }
         let why = if abort {
             "run aborted while joining".to_string()
+        } else if self.config.dialect == BenchDialect::Irc {
+            format!(
+                "not joined within {:?} (expected 001 after NICK/USER, then the JOIN echo \
+                 or 366 after JOIN)",
+                self.config.phase_timeout
+            )
         } else {
             format!(
                 "no answer to JOIN within {:?} (expected `SERVER:you are now in #room`)",
@@ -253,7 +264,10 @@ impl Worker {
             )
         };
         for i in 0..self.clients.len() {
-            if matches!(self.clients[i].state, State::Joining | State::Connected) {
+            if matches!(
+                self.clients[i].state,
+                State::Connected | State::Registering | State::Joining
+            ) {
                 self.fail(i, why.clone());
             }
         }
@@ -376,10 +390,15 @@ impl Worker {
         };
         let mut out = std::mem::take(&mut self.line);
         out.clear();
-        if self.config.dialect == BenchDialect::Frames {
-            out.extend_from_slice(b"SAY::");
+        match self.config.dialect {
+            BenchDialect::Frames => out.extend_from_slice(b"SAY::"),
+            BenchDialect::Irc => self.irc_privmsg_prefix(i, &mut out),
+            BenchDialect::Lines => {}
         }
         self.needle.encode(marker, self.config.payload, &mut out);
+        if self.config.dialect == BenchDialect::Irc {
+            out.push(b'\r');
+        }
         out.push(b'\n');
         self.clients[i].sent = seq;
         self.tally.sent += 1;
