@@ -1,14 +1,18 @@
 //! The server's settings: one struct, built from the command line by `clap`, with every
 //! default documented where it is declared.
 //!
-//! This module owns parsing of durations (`500ms`, `60s`, `10m`, `2h`) and address
-//! ranges used by flags. It does not own any behaviour: the server reads these values.
+//! The spellings of durations and sizes are in [`units`]. This module owns no
+//! behaviour: the server reads these values.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::Cidr;
+
+mod units;
+
+pub use units::{MAX_DURATION, format_duration, format_size, parse_duration, parse_size};
 
 /// Everything `loopchat server` can be told. `ServerConfig::default()` gives the same
 /// values as running the binary with no flags.
@@ -73,18 +77,18 @@ pub struct ServerConfig {
 
     /// Longest accepted line in bytes, not counting its line end. Longer lines get
     /// `ERROR:line too long` and are discarded through their newline.
-    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    #[arg(long, default_value = "4KiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_line: usize,
 
     /// Cap on one connection's pending output in bytes. A client that stops reading is
     /// closed (evicted) when its queue would grow past this; nobody else waits for it.
-    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_output: usize,
 
     /// Soft cap on one connection's pending output in bytes: a queue that stays above
     /// it for `--slow-grace` is evicted. A burst that a reader drains at normal speed
     /// passes above it without harm.
-    #[arg(long, default_value_t = 256 << 10, value_name = "BYTES")]
+    #[arg(long, default_value = "256KiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_output_soft: usize,
 
     /// How long a queue may stay above `--max-output-soft` before its connection is
@@ -94,13 +98,13 @@ pub struct ServerConfig {
 
     /// Budget for all connections' pending output together, in bytes: past it the
     /// largest queues are evicted first, so many slow readers cannot exhaust memory.
-    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_output_total: usize,
 
     /// Kernel send buffer per connection (SO_SNDBUF) in bytes. Chat lines are small;
     /// 64 KiB holds hundreds of them and bounds what a reader that stops pins in the
     /// kernel (autotuning lets it pin about 4 MiB on loopback). 0 = kernel autotuning.
-    #[arg(long, default_value_t = 64 << 10, value_name = "BYTES")]
+    #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "SIZE")]
     pub send_buffer: usize,
 
     /// Maximum number of clients. 0 derives it from the open-files limit, which the
@@ -227,124 +231,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// Longest duration any flag holds: 10 years. Far beyond any useful timeout, rate
-/// window or ban, and small enough that `Instant::now() + MAX_DURATION` (a deadline)
-/// cannot overflow, which a value near `u64::MAX` seconds would, with a panic.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-
-/// Parses `250ms`, `1.5s`, `60s`, `10m`, `2h`, `30d` or a bare number of seconds.
-///
-/// Longer values, up to numbers too large for an `f64`, are capped at
-/// [`MAX_DURATION`] rather than refused: "practically forever" is a fair thing to ask
-/// for. Negative numbers, exponents and other units are refused.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 10m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?}: use ms, s, m, h or d"
-            ));
-        }
-    };
-    // Infinity (hundreds of digits) is huge, not invalid: it is capped below.
-    if secs.is_nan() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    // Capped before converting: `Duration::from_secs_f64` panics past `u64::MAX` s.
-    Ok(Duration::from_secs_f64(
-        secs.min(MAX_DURATION.as_secs_f64()),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5w").is_err());
-    }
-
-    #[test]
-    fn huge_bare_number_is_capped() {
-        assert_eq!(parse_duration("10000000000000000000"), Ok(MAX_DURATION));
-    }
-
-    #[test]
-    fn number_past_u64_seconds_is_capped() {
-        assert_eq!(parse_duration("100000000000000000000"), Ok(MAX_DURATION));
-    }
-
-    #[test]
-    fn huge_hours_are_capped() {
-        assert_eq!(parse_duration("99999999999h"), Ok(MAX_DURATION));
-    }
-
-    #[test]
-    fn number_too_large_for_f64_is_capped() {
-        let digits = format!("1{}", "0".repeat(400));
-        assert_eq!(parse_duration(&digits), Ok(MAX_DURATION));
-    }
-
-    #[test]
-    fn durations_up_to_the_cap_are_kept() {
-        assert_eq!(parse_duration("87600h"), Ok(MAX_DURATION));
-        assert_eq!(
-            parse_duration("87599h"),
-            Ok(MAX_DURATION - Duration::from_secs(3600))
-        );
-    }
-
-    #[test]
-    fn capped_duration_added_to_now_does_not_overflow() {
-        let cap = parse_duration("10000000000000000000").unwrap();
-        assert!(Instant::now().checked_add(cap).is_some());
-        let _deadline = Instant::now() + cap;
-    }
-
-    #[test]
-    fn exponent_is_refused() {
-        assert!(parse_duration("1e30s").is_err());
-        assert!(parse_duration("1e30").is_err());
-    }
-
-    #[test]
-    fn negative_is_refused() {
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn nan_and_infinity_words_are_refused() {
-        assert!(parse_duration("NaN").is_err());
-        assert!(parse_duration("inf").is_err());
-    }
-
-    #[test]
-    fn empty_and_unit_only_are_refused() {
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration(".").is_err());
-    }
 
     #[test]
     fn default_config_matches_documented_defaults() {
@@ -352,6 +241,9 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.max_line, 4096);
         assert_eq!(c.max_output, 1 << 20);
+        assert_eq!(c.max_output_soft, 256 << 10);
+        assert_eq!(c.max_output_total, 256 << 20);
+        assert_eq!(c.send_buffer, 64 << 10);
         assert_eq!(c.register_timeout, Duration::from_secs(60));
         assert_eq!(c.announce_limit, 1000);
         assert_eq!(c.max_strikes, 5);
