@@ -1,10 +1,18 @@
 //! The spellings of durations (`500ms`, `60s`, `10m`, `2h`, `30d`) and sizes (`4096`,
-//! `64KiB`, `1MiB`) that flags take: parsing, and printing back.
+//! `64KiB`, `1MiB`) that flags and the configuration file share: parsing, printing
+//! back, and the `serde` glue that lets a file write either a string with a unit or a
+//! bare number.
 //!
 //! Printing is exact: what [`format_duration`] and [`format_size`] write parses back
-//! to the same value.
+//! to the same value, which is what makes `--print-config` a file one can start from.
 
+use std::fmt;
 use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serializer};
+
+use crate::net::Cidr;
 
 /// Longest duration any flag holds: 10 years. Far beyond any useful timeout, rate
 /// window or ban, and small enough that `Instant::now() + MAX_DURATION` (a deadline)
@@ -122,6 +130,85 @@ pub fn format_size(n: usize) -> String {
     {
         Some((name, unit)) => format!("{}{name}", n / unit),
         None => n.to_string(),
+    }
+}
+
+/// `serde` glue for a [`Duration`]: a string with a unit (`"30s"`), or a whole number
+/// of seconds.
+pub(crate) mod duration {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(Spelled {
+            expecting: "a duration such as \"500ms\", \"30s\" or \"10m\", or whole seconds",
+            parse: parse_duration,
+        })
+    }
+}
+
+/// `serde` glue for a size in bytes: a string with a unit (`"64KiB"`), or a number.
+pub(crate) mod size {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(*n))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        d.deserialize_any(Spelled {
+            expecting: "a size such as \"64KiB\" or \"1MiB\", or a number of bytes",
+            parse: parse_size,
+        })
+    }
+}
+
+/// `serde` glue for a list of address ranges: `["127.0.0.0/8", "::1"]`.
+pub(crate) mod cidrs {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(list: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(ToString::to_string))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(de::Error::custom))
+            .collect()
+    }
+}
+
+/// Reads a string through `parse`, or a non-negative whole number as if written
+/// without a unit.
+struct Spelled<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Visitor<'_> for Spelled<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.parse)(&v.to_string()).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
     }
 }
 
