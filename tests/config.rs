@@ -1,12 +1,17 @@
 //! Running as a service: the configuration file (every key, the command line over it,
-//! errors with file, line and key) and `--print-config` read back.
+//! errors with file, line and key), `--print-config` read back, SIGHUP applying a
+//! changed file to a running server (and a bad file changing nothing).
 
+mod util;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use loopchat::{ServerConfig, config::ConfigError};
+use util::{Binary, Client, GREETING, TIMEOUT, TestServer};
 
 /// A configuration file that sets every key to something other than its default.
 const EVERY_KEY: &str = r#"
@@ -483,4 +488,191 @@ fn the_binary_refuses_a_bad_file_with_status_2_before_listening() {
         "{said}"
     );
     assert!(!said.contains("listening on"), "{said}");
+}
+
+// ----- reloading ---------------------------------------------------------------------
+
+/// Every limit off but those a test sets, as `util::config` has it, in file form.
+const QUIET: &str = "rate = 0\nip-rate = 0\nmsg-in-rate = 0\nconnect-rate = 0\n\
+                     max-conns-per-ip = 0\nmax-strikes = 0\nlinger = \"500ms\"\n";
+
+/// A server configured by `dir/loopchat.toml` (with `text`), on an ephemeral port
+/// with history in memory.
+fn start_with_file(dir: &TempDir, text: &str) -> (TestServer, PathBuf) {
+    let path = dir.write("loopchat.toml", text);
+    let config = parsed(&[
+        "127.0.0.1:0",
+        "--db",
+        "none",
+        "--history-replay",
+        "0",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    (util::start(config), path)
+}
+
+/// Reloads and waits until the loop has seen it: the reload is in the inbox before
+/// the barrier's line is sent, so it is handled no later than the batch that reads
+/// that line, whose reply is written after the batch.
+#[track_caller]
+fn reload_seen_by(server: &TestServer, barrier: &mut Client) {
+    server.handle.reload();
+    barrier.barrier();
+}
+
+/// [`reload_seen_by`] a new connection: its line costs no one else a token.
+#[track_caller]
+fn reload(server: &TestServer) {
+    reload_seen_by(server, &mut Client::connect(server.addr));
+}
+
+#[test]
+fn reload_tightens_the_rate_limit_for_new_messages() {
+    let dir = TempDir::new();
+    let (server, path) = start_with_file(&dir, QUIET);
+    let [mut alice, mut bob] = util::named(server.addr, ["alice", "bob"]);
+    for i in 0..5 {
+        alice.send_line(&format!("SAY::before {i}"));
+        bob.expect_line(&format!("SAY:alice:before {i}\n"));
+    }
+
+    // One message, then (almost) never again. (`rate` is QUIET's first line.)
+    let tight = QUIET.replacen("rate = 0\n", "rate = 0.001\nburst = 1\n", 1);
+    std::fs::write(&path, tight).unwrap();
+    reload(&server);
+    alice.send_line("SAY::after 0");
+    bob.expect_line("SAY:alice:after 0\n");
+    alice.send_line("SAY::after 1");
+    alice.expect_prefix("ERROR:rate limit exceeded (0.001 messages/s)");
+
+    // A bad file, though it would lift the limit, changes nothing.
+    std::fs::write(&path, format!("{QUIET}ratee = 1\n")).unwrap();
+    reload(&server);
+    alice.send_line("SAY::after 2");
+    alice.expect_prefix("ERROR:rate limit exceeded (0.001 messages/s)");
+
+    // A good one does.
+    std::fs::write(&path, QUIET).unwrap();
+    reload(&server);
+    alice.send_line("SAY::after 3");
+    bob.expect_line("SAY:alice:after 3\n");
+}
+
+#[test]
+fn reload_makes_an_exempt_range_take_effect_and_counts_stay_right() {
+    let dir = TempDir::new();
+    let one_each = QUIET.replace("max-conns-per-ip = 0", "max-conns-per-ip = 1");
+    let (server, path) = start_with_file(&dir, &one_each);
+    let mut first = Client::connect(server.addr);
+    let mut refused = Client::connect_raw(server.addr);
+    refused.expect_line("ERROR:too many connections from your address\n");
+
+    std::fs::write(&path, format!("{one_each}exempt = [\"127.0.0.0/8\"]\n")).unwrap();
+    reload_seen_by(&server, &mut first);
+    let mut second = Client::connect(server.addr);
+    let third = Client::connect(server.addr);
+
+    // Exempt no more: the three open connections count again, so a fourth is over.
+    std::fs::write(&path, &one_each).unwrap();
+    reload_seen_by(&server, &mut second);
+    let mut fourth = Client::connect_raw(server.addr);
+    fourth.expect_line("ERROR:too many connections from your address\n");
+
+    // Once all three have gone, the address has room for exactly one again.
+    for mut c in [first, second, third] {
+        c.send_line("LEAVE:");
+        c.read_to_close();
+    }
+    let mut next = connect_when_counted_out(server.addr);
+    next.barrier();
+    let mut over = Client::connect_raw(server.addr);
+    over.expect_line("ERROR:too many connections from your address\n");
+}
+
+/// Connects once the server has counted the closes it has been told of: a close is
+/// released at the loop's next safe point, so `too many connections` is retried.
+#[track_caller]
+fn connect_when_counted_out(addr: SocketAddr) -> Client {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut c = Client::connect_raw(addr);
+        let line = c.read_line();
+        if line == GREETING {
+            return c;
+        }
+        assert_eq!(line, "ERROR:too many connections from your address\n");
+        assert!(Instant::now() < deadline, "the closes were never counted");
+        // The refusal was a round trip through the loop; the close may be the next.
+        c.read_to_close();
+    }
+}
+
+#[test]
+fn reload_gives_and_takes_operator_rights_without_a_new_login() {
+    let dir = TempDir::new();
+    let (server, path) = start_with_file(&dir, QUIET);
+    let mut root = Client::connect(server.addr);
+    root.send_line("REGISTER:root:operator password");
+    root.expect_line("SERVER:logged in as root\n");
+    root.expect_line("SERVER:you are root in #lobby\n");
+    let mut bob = Client::connect_named(server.addr, "bob");
+    root.expect_line("JOIN:bob\n");
+    root.send_line("KICK:bob:now");
+    root.expect_line("ERROR:not allowed\n");
+
+    std::fs::write(&path, format!("{QUIET}admin = [\"root\"]\n")).unwrap();
+    reload(&server);
+    root.send_line("KICK:bob:now");
+    bob.expect_line("ERROR:kicked by root: now, closing\n");
+    root.expect_line("LEAVE:bob\n");
+
+    std::fs::write(&path, QUIET).unwrap();
+    reload(&server);
+    let _carol = Client::connect_named(server.addr, "carol");
+    root.expect_line("JOIN:carol\n");
+    root.send_line("KICK:carol:now");
+    root.expect_line("ERROR:not allowed\n");
+}
+
+/// Waits (bounded) until the server's log has a line containing `needle`.
+#[track_caller]
+fn wait_logged(bin: &Binary, needle: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !bin.logged(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never logged {needle:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sighup_logs_what_changed_and_what_needs_a_restart_and_a_bad_file_changes_nothing() {
+    let dir = TempDir::new();
+    let path = dir.write("loopchat.toml", "rate = 5\nbacklog = 128\n");
+    let bin = Binary::start(&["--config", path.to_str().unwrap()]);
+
+    std::fs::write(&path, "rate = 1\nbacklog = 256\n").unwrap();
+    bin.signal(libc::SIGHUP);
+    wait_logged(&bin, "reload: rate = 1.0 (was 5.0)");
+    wait_logged(
+        &bin,
+        "reload: backlog needs a restart; keeping 128 (the file says 256)",
+    );
+    assert!(
+        bin.logged("WARN") && !bin.logged("reload: addr"),
+        "the restart is a warning; the address came from the command line"
+    );
+
+    std::fs::write(&path, "rate = 2\nrate-limit = 3\n").unwrap();
+    bin.signal(libc::SIGHUP);
+    wait_logged(&bin, ":2: key `rate-limit`: unknown key");
+    wait_logged(&bin, "nothing changed");
+    assert!(!bin.logged("reload: rate = 2.0"));
+
+    // The server still serves, with the limit of the last good file.
+    let mut c = Client::connect(bin.addr);
+    c.barrier();
 }

@@ -32,6 +32,7 @@ pub use units::{MAX_DURATION, format_duration, format_size, parse_duration, pars
 pub struct ServerConfig {
     /// Read settings from this TOML file first: each key is a flag's name without the
     /// dashes (`max-output = "1MiB"`); flags given on the command line override it.
+    /// Re-read on SIGHUP.
     #[arg(long = "config", value_name = "FILE")]
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
