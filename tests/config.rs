@@ -1,6 +1,7 @@
 //! Running as a service: the configuration file (every key, the command line over it,
 //! errors with file, line and key), `--print-config` read back, SIGHUP applying a
-//! changed file to a running server (and a bad file changing nothing).
+//! changed file to a running server (and a bad file changing nothing), and the
+//! systemd unit and Dockerfile in `contrib/`.
 
 mod util;
 
@@ -675,4 +676,72 @@ fn sighup_logs_what_changed_and_what_needs_a_restart_and_a_bad_file_changes_noth
     // The server still serves, with the limit of the last good file.
     let mut c = Client::connect(bin.addr);
     c.barrier();
+}
+
+// ----- contrib/ ----------------------------------------------------------------------
+
+/// The repository's `contrib/` folder.
+fn contrib(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("contrib")
+        .join(name)
+}
+
+/// Whether `program` can be run (it answers `--version`).
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    if !installed("systemd-analyze") {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    // The unit names /usr/local/bin/loopchat, which `verify` checks exists: a copy of
+    // the unit pointing at the binary just built is what is verified.
+    let dir = TempDir::new();
+    let unit = std::fs::read_to_string(contrib("loopchat.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/loopchat server"),
+        "{unit}"
+    );
+    let unit = unit.replace("/usr/local/bin/loopchat", env!("CARGO_BIN_EXE_loopchat"));
+    let path = dir.write("loopchat.service", &unit);
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    // Inside a container with no systemd running, verify may complain about the
+    // environment, not the unit: only complaints that name the unit count.
+    let about_unit: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("loopchat.service"))
+        .collect();
+    assert!(about_unit.is_empty(), "{said}");
+}
+
+#[test]
+fn the_dockerfile_lints() {
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile");
+    assert!(dockerfile.exists());
+    if !installed("hadolint") {
+        eprintln!("skipped: hadolint is not installed; the Dockerfile is left to review");
+        return;
+    }
+    let out = Command::new("hadolint").arg(&dockerfile).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
