@@ -83,6 +83,24 @@ struct Limits {
     redact_ips: bool,
 }
 
+impl Limits {
+    fn of(config: &ServerConfig) -> Limits {
+        Limits {
+            max_strikes: config.max_strikes,
+            strike_decay: config.strike_decay,
+            ban_time: config.ban_time,
+            max_bans: config.max_bans,
+            max_conns_per_ip: config.max_conns_per_ip,
+            connect_rate: config.connect_rate,
+            connect_burst: config.connect_burst,
+            ip_rate: config.ip_rate,
+            ip_burst: config.ip_burst,
+            exempt: config.exempt.clone(),
+            redact_ips: config.redact_ips,
+        }
+    }
+}
+
 /// What is known about one address.
 #[derive(Debug)]
 struct Record {
@@ -147,19 +165,7 @@ impl Abuse {
     /// Empty accounting with the limits of `config`.
     pub fn new(config: &ServerConfig, now: Instant) -> Self {
         Abuse {
-            limits: Limits {
-                max_strikes: config.max_strikes,
-                strike_decay: config.strike_decay,
-                ban_time: config.ban_time,
-                max_bans: config.max_bans,
-                max_conns_per_ip: config.max_conns_per_ip,
-                connect_rate: config.connect_rate,
-                connect_burst: config.connect_burst,
-                ip_rate: config.ip_rate,
-                ip_burst: config.ip_burst,
-                exempt: config.exempt.clone(),
-                redact_ips: config.redact_ips,
-            },
+            limits: Limits::of(config),
             records: HashMap::new(),
             bans: HashMap::new(),
             ban_order: BTreeSet::new(),
@@ -167,6 +173,34 @@ impl Abuse {
             dropped_bans: 0,
             last_full_warning: None,
             fired: Vec::new(),
+        }
+    }
+
+    /// Takes on the limits of a reloaded `config`. Bans, strikes and buckets stay as
+    /// they are and are judged by the new limits from now on (a shorter `ban_time`
+    /// applies to the next ban, not to those in force).
+    ///
+    /// `open` is the peer address of every connection the server holds. An address
+    /// that becomes exempt has its connections uncounted, and one that stops being
+    /// exempt has them counted, so each later [`Abuse::release`] matches.
+    pub fn set_limits(&mut self, config: &ServerConfig, open: &[IpAddr], now: Instant) {
+        let was_exempt = std::mem::replace(&mut self.limits, Limits::of(config)).exempt;
+        for &ip in open {
+            let before = was_exempt.iter().any(|c| c.contains(ip));
+            let key = IpKey::of(ip);
+            match (before, self.is_exempt(ip)) {
+                (false, true) => {
+                    if let Some(record) = self.records.get_mut(&key) {
+                        record.conns = record.conns.saturating_sub(1);
+                    }
+                }
+                (true, false) => {
+                    let record = self.records.entry(key).or_insert_with(|| Record::new(now));
+                    record.conns = record.conns.saturating_add(1);
+                }
+                _ => continue,
+            }
+            self.settle(key, now);
         }
     }
 
@@ -1032,5 +1066,54 @@ mod tests {
         a.expire(now + secs(1));
         assert_eq!(a.tracked_ips(), 0);
         assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_check() {
+        let t0 = Instant::now();
+        let mut a = Abuse::new(&config(), t0);
+        let x = ip("192.0.2.1");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        let capped = ServerConfig {
+            max_conns_per_ip: 2,
+            ..config()
+        };
+        a.set_limits(&capped, &[x, x], t0);
+        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
+        a.set_limits(&config(), &[x, x], t0);
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+    }
+
+    #[test]
+    fn an_address_made_exempt_or_not_keeps_its_count_in_step() {
+        let t0 = Instant::now();
+        let one = ServerConfig {
+            max_conns_per_ip: 1,
+            ..config()
+        };
+        let exempt = ServerConfig {
+            exempt: vec!["192.0.2.0/24".parse().unwrap()],
+            ..one.clone()
+        };
+        let mut a = Abuse::new(&one, t0);
+        let x = ip("192.0.2.1");
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
+
+        // Exempt: its open connection is no longer counted, and its release is a no-op.
+        a.set_limits(&exempt, &[x], t0);
+        assert_eq!(a.connections(x), 0);
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
+        a.release(x, t0);
+        assert_eq!(a.tracked_ips(), 0);
+
+        // Not exempt again with one still open: it counts, and its release frees it.
+        a.set_limits(&one, &[x], t0);
+        assert_eq!(a.connections(x), 1);
+        assert_eq!(a.admit(x, t0), Admit::TooManyConnections);
+        a.release(x, t0);
+        assert_eq!(a.connections(x), 0);
+        assert_eq!(a.admit(x, t0), Admit::Allowed);
     }
 }

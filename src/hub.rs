@@ -268,6 +268,22 @@ impl Hub {
         self.member(id).is_some_and(|m| m.admin)
     }
 
+    /// Rooms with more members than `limit` stop announcing joins and leaves (a
+    /// reloaded `--announce-limit`).
+    pub fn set_announce_limit(&mut self, limit: usize) {
+        self.announce_limit = limit;
+    }
+
+    /// Decides again who of those logged in to an account is an operator (a reloaded
+    /// `--admin` list): `is_admin` is asked by account name.
+    pub fn set_admins(&mut self, is_admin: impl Fn(&str) -> bool) {
+        for member in self.members.iter_mut().flatten() {
+            if let (true, Some(name)) = (member.account, &member.name) {
+                member.admin = is_admin(name);
+            }
+        }
+    }
+
     /// Whether a room of this name (any case) exists.
     pub fn room_exists(&self, room: &str) -> bool {
         !self.room_members(room).is_empty()

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use loopchat::{Server, ServerConfig, bench, client, tls};
 
 /// A chat server on one event loop, its line client and its load harness.
@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the chat server.
-    Server(ServerConfig),
+    Server(ServerArgs),
     /// Connect to a server and chat from standard input.
     Client(client::ClientArgs),
     /// Load-test a chat server and report throughput and latency.
@@ -27,17 +27,63 @@ enum Command {
     Cert(tls::CertArgs),
 }
 
+/// `loopchat server`: the settings, and what to do with them.
+#[derive(clap::Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    config: ServerConfig,
+
+    /// Print the effective configuration (the file, the flags over it, the defaults
+    /// for the rest) as a TOML file for `--config`, and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The exit status for a configuration that cannot be used (as for a bad flag): a
+/// service manager should not restart into the same mistake.
+const EXIT_CONFIG: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Parsed in two steps: the server's settings need to know which flags were given.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
-        Command::Server(mut config) => {
+        Command::Server(args) => {
+            let settings = matches
+                .subcommand_matches("server")
+                .map_or(Ok(args.config), ServerConfig::from_matches);
+            let mut config = match settings {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("loopchat server: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if args.print_config {
+                return match config.to_toml() {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("loopchat server: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             config.handle_signals = true;
             match Server::bind(config).and_then(Server::run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("server failed: {e}");
-                    ExitCode::FAILURE
+                    // Flags that do not go together, a certificate or password file
+                    // that does not load: the configuration's fault, not the moment's.
+                    if e.kind() == std::io::ErrorKind::InvalidInput {
+                        ExitCode::from(EXIT_CONFIG)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

@@ -111,6 +111,13 @@ impl Cidr {
     }
 }
 
+/// Writes the range as [`Cidr::from_str`] reads it: `127.0.0.0/8`, `::1/128`.
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 impl FromStr for Cidr {
     type Err = String;
 

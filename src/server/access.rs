@@ -122,6 +122,26 @@ impl Access {
         }
     }
 
+    /// Takes on a reloaded list of operators (for the next login; the server tells the
+    /// hub about those logged in).
+    pub(super) fn set_admins(&mut self, admins: &[String]) {
+        self.admins = admins.iter().map(|a| fold(a)).collect();
+    }
+
+    /// Whether the account `name` is an operator.
+    pub(super) fn is_admin(&self, name: &str) -> bool {
+        self.admins.contains(&fold(name))
+    }
+
+    /// Takes on a reloaded password file, read at the next [`Access::reload`]. Without
+    /// one, connections need no password from now on.
+    pub(super) fn set_password_file(&mut self, path: Option<PathBuf>) {
+        if path.is_none() {
+            self.password = None;
+        }
+        self.password_file = path;
+    }
+
     /// Stops the hasher's threads (at exit).
     pub(super) fn stop(self) {
         self.hasher.stop();
@@ -355,7 +375,7 @@ impl Server {
         }
         self.hub.reserve(name);
         info!("account {name:?} registered");
-        let admin = self.access.admins.contains(&fold(name));
+        let admin = self.access.is_admin(name);
         let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
         self.hub.login(id, name, admin, &mut out);
     }
@@ -370,7 +390,7 @@ impl Server {
             self.hub.remove(other, true, &mut out);
         }
         debug!("{id} logged in as {name:?}");
-        let admin = self.access.admins.contains(&fold(name));
+        let admin = self.access.is_admin(name);
         let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
         self.hub.login(id, name, admin, &mut out);
     }

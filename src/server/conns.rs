@@ -121,6 +121,12 @@ impl Conns {
         }
     }
 
+    /// Takes on reloaded output limits. Queues over a lowered cap are judged at their
+    /// next write, as any other.
+    pub(super) fn set_limits(&mut self, limits: OutputLimits) {
+        self.limits = limits;
+    }
+
     /// Sets the time of this loop turn (inbound limits and soft caps read it).
     pub(super) fn set_now(&mut self, now: Instant) {
         self.now = now;

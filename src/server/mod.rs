@@ -38,6 +38,7 @@ mod history;
 pub mod inbox;
 mod input;
 mod metrics;
+mod reload;
 pub mod stats;
 
 use accept::{LISTENER_BASE, Listener, ListenerKind};
@@ -102,7 +103,8 @@ impl ServerHandle {
         }
     }
 
-    /// Re-reads the TLS certificate and key, as SIGHUP does.
+    /// Re-reads the configuration file, the password file and the TLS certificate and
+    /// key, as SIGHUP does.
     pub fn reload(&self) {
         if self.inbox.send(LoopMsg::Reload).is_err() {
             log::warn!("reload request dropped: the server's inbox is full");
@@ -612,7 +614,10 @@ impl Server {
             }
             Timer::Summary => {
                 self.log_summary();
-                if let Some(at) = now.checked_add(self.config.summary_interval) {
+                // A reload may have set the interval to 0 (never).
+                if !self.config.summary_interval.is_zero()
+                    && let Some(at) = now.checked_add(self.config.summary_interval)
+                {
                     self.timers.insert(at, Timer::Summary);
                 }
             }
@@ -683,7 +688,7 @@ impl Server {
         for signal in received {
             match signal {
                 signal_hook::consts::SIGUSR1 => self.log_bans(now),
-                signal_hook::consts::SIGHUP => self.reload(),
+                signal_hook::consts::SIGHUP => self.reload(now),
                 _ => self.begin_shutdown(now),
             }
         }
@@ -693,17 +698,25 @@ impl Server {
         while let Some(msg) = self.inbox.try_recv() {
             match msg {
                 LoopMsg::Shutdown => self.begin_shutdown(now),
-                LoopMsg::Reload => self.reload(),
+                LoopMsg::Reload => self.reload(now),
                 LoopMsg::History(answer) => self.history.answered(answer, &mut self.conns),
                 LoopMsg::Auth(answer) => self.on_auth_answer(answer, now),
             }
         }
     }
 
-    /// SIGHUP: re-reads the server password file, and the TLS certificate and key.
-    /// New connections get the new pair; open ones keep theirs. A file that does not
-    /// load is logged and the old one stays.
-    fn reload(&mut self) {
+    /// SIGHUP: re-reads the configuration file, if there is one, and applies what can
+    /// change live ([`reload`]); then the server password file, and the TLS certificate
+    /// and key. New connections get the new pair; open ones keep theirs. A
+    /// configuration file that does not load changes nothing at all; a password or
+    /// certificate file that does not load is logged and the old one stays.
+    fn reload(&mut self, now: Instant) {
+        if let Some(reread) = self.config.reread() {
+            match reread {
+                Ok(config) => self.apply_config(config, now),
+                Err(e) => return warn!("reload: {e}; nothing changed"),
+            }
+        }
         self.access.reload();
         let Some(tls) = &mut self.tls else {
             return;
