@@ -70,15 +70,18 @@ pub struct ServerConfig {
     /// Accept browsers on this address: the built-in web page at `GET /` and WebSocket
     /// at `GET /ws` (one protocol line per text message).
     #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ws_listen: Option<SocketAddr>,
 
     /// The same over TLS (needs `--tls-cert` and `--tls-key`).
     #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wss_listen: Option<SocketAddr>,
 
     /// An origin allowed to open WebSockets besides the server's own host, e.g.
     /// `https://chat.example.org` (repeatable).
     #[arg(long = "ws-origin", value_name = "ORIGIN")]
+    #[serde(rename = "ws-origin")]
     pub ws_origins: Vec<String>,
 
     /// Serve Prometheus metrics at `GET /metrics` on this address (HTTP, same loop).
