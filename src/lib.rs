@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the server's settings, built from the command line.
+//! - [`config`]: the server's settings, from the command line and a TOML file.
 //! - [`net`]: listening socket, open-files limit, address ranges, IP redaction.
 //! - [`codec`]: bytes → lines → commands, and events → bytes; no I/O.
 //! - [`notice`]: every `SERVER:`/`ERROR:` text the server sends.
@@ -20,14 +20,18 @@
 //! - [`hub`]: chat state (names, rooms, membership); applies commands, says who gets
 //!   what; connection ids.
 //! - [`conn`]: one connection: transport, line reader, output queue, interest.
-//! - [`transport`]: the stream under a connection: plain TCP or TLS (rustls).
+//! - [`transport`]: the stream under a connection: plain TCP, TLS (rustls), or a
+//!   browser's WebSocket ([`web`], framed by [`ws`]).
 //! - [`server`]: the event loop (`server/mod.rs`), the connection table and output
-//!   limits (`conns`), accepting (`accept`), the inbox for other threads (`inbox`) and
-//!   the counters and summary line (`stats`).
+//!   limits (`conns`), reading within budgets (`input`), accepting (`accept`), history
+//!   on the loop's side (`history`), accounts and operators (`access`), the metrics
+//!   endpoint (`metrics`), live reload (`reload`), the inbox for other threads (`inbox`)
+//!   and the counters and summary line (`stats`).
 //! - [`store`]: room history in SQLite, on its own thread: the loop never waits on disk.
 //! - [`auth`]: Argon2id password hashing on worker threads, the server password file,
 //!   constant-time comparison.
-//! - [`client`]: `loopchat client`, the line client.
+//! - [`client`]: `loopchat client`: the line client, and the full-screen one on a
+//!   terminal.
 //! - [`mod@bench`]: `loopchat bench`, the load harness.
 //!
 //! Data flows one way: socket → read buffer → codec → hub → encoded once → output

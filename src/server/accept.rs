@@ -80,6 +80,46 @@ impl Listener {
     }
 }
 
+/// The listeners `config` asks for, in order; an error for flags that do not go
+/// together. `tls`: a certificate is loaded.
+pub(super) fn wanted_listeners(
+    config: &crate::config::ServerConfig,
+    tls: bool,
+) -> io::Result<Vec<(SocketAddr, ListenerKind)>> {
+    let refuse = |what: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            what.to_string(),
+        ))
+    };
+    let mut wanted = Vec::new();
+    if config.no_plain {
+        if !tls {
+            return refuse("--no-plain needs a TLS listener (--tls-listen, --tls-cert, --tls-key)");
+        }
+        if config.addr != crate::config::ServerConfig::default().addr {
+            warn!("--no-plain: the address {} is not listened on", config.addr);
+        }
+    } else {
+        wanted.push((config.addr, ListenerKind::Chat));
+    }
+    if config.wss_listen.is_some() && !tls {
+        return refuse("--wss-listen needs --tls-cert and --tls-key");
+    }
+    let optional = [
+        (config.tls_listen, ListenerKind::Tls),
+        (config.metrics, ListenerKind::Metrics),
+        (config.ws_listen, ListenerKind::Ws),
+        (config.wss_listen, ListenerKind::Wss),
+    ];
+    wanted.extend(
+        optional
+            .into_iter()
+            .filter_map(|(addr, kind)| addr.map(|a| (a, kind))),
+    );
+    Ok(wanted)
+}
+
 /// The client cap: `--max-clients`, or what the open-files limit allows (after
 /// raising it as far as the hard limit goes), keeping a reserve for the server itself.
 pub(super) fn client_cap(configured: usize) -> (usize, u64) {

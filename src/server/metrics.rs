@@ -17,6 +17,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
+use super::Server;
+
 /// Largest request taken (bytes); a longer one is closed without an answer.
 pub(super) const MAX_REQUEST: usize = 8 * 1024;
 
@@ -280,6 +282,150 @@ impl Scrape {
             }
         }
         Ok(true)
+    }
+}
+
+impl Server {
+    /// Serves a scrape of `--metrics`.
+    pub(super) fn on_scrape(&mut self, key: usize) {
+        let figures = self.figures();
+        let turns = &self.turns;
+        self.scrapes
+            .on_event(key, self.poll.registry(), || exposition(&figures, turns));
+    }
+
+    /// Every figure the metrics endpoint shows: counters the loop keeps anyway.
+    fn figures(&self) -> Vec<Figure> {
+        let s = &self.conns.stats;
+        let store = self.history.store();
+        let f = |name, kind, help, value: u64| Figure {
+            name,
+            kind,
+            help,
+            values: vec![("", value as f64)],
+        };
+        vec![
+            f(
+                "loopchat_connections",
+                "gauge",
+                "Connections open.",
+                self.conns.len() as u64,
+            ),
+            f(
+                "loopchat_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                s.accepted,
+            ),
+            f(
+                "loopchat_connections_refused_total",
+                "counter",
+                "Connections refused (server full, banned, per-address limits).",
+                s.refused,
+            ),
+            Figure {
+                name: "loopchat_connections_closed_total",
+                kind: "counter",
+                help: "Connections closed, by reason.",
+                values: vec![
+                    ("{reason=\"evicted\"}", s.evictions as f64),
+                    (
+                        "{reason=\"other\"}",
+                        s.closed.saturating_sub(s.evictions) as f64,
+                    ),
+                ],
+            },
+            f(
+                "loopchat_evictions_total",
+                "counter",
+                "Connections evicted for not reading.",
+                s.evictions,
+            ),
+            f(
+                "loopchat_lines_in_total",
+                "counter",
+                "Complete lines read.",
+                s.lines_in,
+            ),
+            f(
+                "loopchat_deliveries_total",
+                "counter",
+                "Events queued to a recipient.",
+                s.deliveries,
+            ),
+            f(
+                "loopchat_write_syscalls_total",
+                "counter",
+                "write calls on client sockets.",
+                s.writes,
+            ),
+            f(
+                "loopchat_bytes_in_total",
+                "counter",
+                "Bytes read from clients.",
+                s.bytes_in,
+            ),
+            f(
+                "loopchat_bytes_out_total",
+                "counter",
+                "Bytes written to clients (before TLS).",
+                s.bytes_out,
+            ),
+            f(
+                "loopchat_rate_limited_total",
+                "counter",
+                "Lines dropped by a rate limit.",
+                s.rate_limited,
+            ),
+            f(
+                "loopchat_bans",
+                "gauge",
+                "Addresses banned now.",
+                self.abuse.ban_count() as u64,
+            ),
+            f(
+                "loopchat_rooms",
+                "gauge",
+                "Rooms that exist.",
+                self.hub.room_count() as u64,
+            ),
+            f(
+                "loopchat_named_connections",
+                "gauge",
+                "Connections with a name.",
+                self.hub.named() as u64,
+            ),
+            f(
+                "loopchat_output_queued_bytes",
+                "gauge",
+                "Bytes queued for all connections.",
+                self.conns.queued() as u64,
+            ),
+            f(
+                "loopchat_storage_stored_total",
+                "counter",
+                "Room messages committed to the store.",
+                store.stored(),
+            ),
+            f(
+                "loopchat_storage_commits_total",
+                "counter",
+                "Store commits (batches).",
+                store.commits(),
+            ),
+            f(
+                "loopchat_storage_unsaved_total",
+                "counter",
+                "Room messages accepted but not stored.",
+                store.unsaved(),
+            ),
+            f(
+                "loopchat_inbox_dropped_total",
+                "counter",
+                "Messages from other threads dropped for a full inbox.",
+                self.inbox.dropped(),
+            ),
+        ]
     }
 }
 

@@ -9,10 +9,17 @@
 //! take.
 //!
 //! The loop dispatches; it owns no client state of its own. The connection table and
-//! the output path are in [`conns`], accepting and admission in [`accept`], counters
-//! and the summary line in [`stats`], the door for other threads in [`inbox`]. Chat
-//! logic lives in [`crate::hub`], wire format in [`crate::codec`], per-IP policy in
-//! [`crate::abuse`], reply texts in [`crate::notice`].
+//! the output path are in [`conns`], reading within budgets in `input`, accepting and
+//! admission in `accept`, history in `history`, accounts in `access`, the metrics
+//! endpoint in `metrics`, live reload in `reload`, counters and the summary line in
+//! [`stats`], the door for other threads in [`inbox`]. Chat logic lives in
+//! [`crate::hub`], wire format in [`crate::codec`], per-IP policy in [`crate::abuse`],
+//! reply texts in [`crate::notice`].
+//!
+//! This file is past 600 lines because `bind` assembles every part in the order their
+//! failures must be reported (flags, TLS, the database, the hasher, and only then the
+//! listeners), and because every timer and inbox message is dispatched here, in one
+//! place to read.
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,7 +53,7 @@ use access::Access;
 use conns::{Conns, OutputLimits};
 use history::{Delivery, History, REPLAY_WAIT};
 use inbox::{Inbox, InboxSender, LoopMsg};
-use metrics::{Figure, SCRAPE_BASE, Scrapes, TurnHistogram};
+use metrics::{SCRAPE_BASE, Scrapes, TurnHistogram};
 use stats::{Stats, Summary};
 
 pub use crate::notice::GREETING;
@@ -119,6 +126,27 @@ struct TlsSetup {
     key: PathBuf,
 }
 
+impl TlsSetup {
+    /// The certificate and key, if a TLS listener (chat or browsers) is asked for; an
+    /// error if the flags do not go together or the files do not load.
+    fn load(config: &ServerConfig) -> io::Result<Option<TlsSetup>> {
+        let wanted = config.tls_listen.is_some() || config.wss_listen.is_some();
+        match (wanted, &config.tls_cert, &config.tls_key) {
+            (false, None, None) => Ok(None),
+            (true, Some(cert), Some(key)) => Ok(Some(TlsSetup {
+                config: crate::tls::server_config(cert, key)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--tls-listen (or --wss-listen), --tls-cert and --tls-key go together",
+            )),
+        }
+    }
+}
+
 /// A bound server. [`Server::run`] drives it until shutdown.
 pub struct Server {
     config: ServerConfig,
@@ -163,59 +191,8 @@ impl Server {
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let now = Instant::now();
         let poll = Poll::new()?;
-        let tls_wanted = config.tls_listen.is_some() || config.wss_listen.is_some();
-        let tls = match (tls_wanted, &config.tls_cert, &config.tls_key) {
-            (false, None, None) => None,
-            (true, Some(cert), Some(key)) => Some(TlsSetup {
-                config: crate::tls::server_config(cert, key)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "--tls-listen (or --wss-listen), --tls-cert and --tls-key go together",
-                ));
-            }
-        };
-        let mut wanted = Vec::new();
-        if config.no_plain {
-            if tls.is_none() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "--no-plain needs a TLS listener (--tls-listen, --tls-cert, --tls-key)",
-                ));
-            }
-            if config.addr != ServerConfig::default().addr {
-                warn!("--no-plain: the address {} is not listened on", config.addr);
-            }
-        } else {
-            wanted.push((config.addr, ListenerKind::Chat));
-        }
-        if let Some(addr) = config.tls_listen {
-            wanted.push((addr, ListenerKind::Tls));
-        }
-        if let Some(addr) = config.metrics {
-            wanted.push((addr, ListenerKind::Metrics));
-        }
-        if let Some(addr) = config.ws_listen {
-            wanted.push((addr, ListenerKind::Ws));
-        }
-        if let Some(addr) = config.wss_listen {
-            if tls.is_none() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "--wss-listen needs --tls-cert and --tls-key",
-                ));
-            }
-            wanted.push((addr, ListenerKind::Wss));
-        }
-        let listeners = wanted
-            .into_iter()
-            .enumerate()
-            .map(|(i, (addr, kind))| Listener::bind(poll.registry(), i, addr, config.backlog, kind))
-            .collect::<io::Result<Vec<_>>>()?;
+        let tls = TlsSetup::load(&config)?;
+        let wanted = accept::wanted_listeners(&config, tls.is_some())?;
         let inbox = Inbox::new(poll.registry(), WAKER)?;
         // The database opens before anything listens, so a bad file is an error at
         // start, not a surprise later.
@@ -256,6 +233,12 @@ impl Server {
             &config.admins,
         )
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // Only now, with the database and the hasher ready, does anything listen.
+        let listeners = wanted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (addr, kind))| Listener::bind(poll.registry(), i, addr, config.backlog, kind))
+            .collect::<io::Result<Vec<_>>>()?;
         let mut hub = Hub::new(config.announce_limit);
         for name in access.account_names() {
             hub.reserve(name);
@@ -769,149 +752,6 @@ impl Server {
         if dropped > 0 {
             info!("inbox: {dropped} messages dropped since start (queue full)");
         }
-    }
-
-    /// Serves a scrape of `--metrics`.
-    fn on_scrape(&mut self, key: usize) {
-        let figures = self.figures();
-        let turns = &self.turns;
-        self.scrapes.on_event(key, self.poll.registry(), || {
-            metrics::exposition(&figures, turns)
-        });
-    }
-
-    /// Every figure the metrics endpoint shows: counters the loop keeps anyway.
-    fn figures(&self) -> Vec<Figure> {
-        let s = &self.conns.stats;
-        let store = self.history.store();
-        let f = |name, kind, help, value: u64| Figure {
-            name,
-            kind,
-            help,
-            values: vec![("", value as f64)],
-        };
-        vec![
-            f(
-                "loopchat_connections",
-                "gauge",
-                "Connections open.",
-                self.conns.len() as u64,
-            ),
-            f(
-                "loopchat_connections_accepted_total",
-                "counter",
-                "Connections accepted.",
-                s.accepted,
-            ),
-            f(
-                "loopchat_connections_refused_total",
-                "counter",
-                "Connections refused (server full, banned, per-address limits).",
-                s.refused,
-            ),
-            Figure {
-                name: "loopchat_connections_closed_total",
-                kind: "counter",
-                help: "Connections closed, by reason.",
-                values: vec![
-                    ("{reason=\"evicted\"}", s.evictions as f64),
-                    (
-                        "{reason=\"other\"}",
-                        s.closed.saturating_sub(s.evictions) as f64,
-                    ),
-                ],
-            },
-            f(
-                "loopchat_evictions_total",
-                "counter",
-                "Connections evicted for not reading.",
-                s.evictions,
-            ),
-            f(
-                "loopchat_lines_in_total",
-                "counter",
-                "Complete lines read.",
-                s.lines_in,
-            ),
-            f(
-                "loopchat_deliveries_total",
-                "counter",
-                "Events queued to a recipient.",
-                s.deliveries,
-            ),
-            f(
-                "loopchat_write_syscalls_total",
-                "counter",
-                "write calls on client sockets.",
-                s.writes,
-            ),
-            f(
-                "loopchat_bytes_in_total",
-                "counter",
-                "Bytes read from clients.",
-                s.bytes_in,
-            ),
-            f(
-                "loopchat_bytes_out_total",
-                "counter",
-                "Bytes written to clients (before TLS).",
-                s.bytes_out,
-            ),
-            f(
-                "loopchat_rate_limited_total",
-                "counter",
-                "Lines dropped by a rate limit.",
-                s.rate_limited,
-            ),
-            f(
-                "loopchat_bans",
-                "gauge",
-                "Addresses banned now.",
-                self.abuse.ban_count() as u64,
-            ),
-            f(
-                "loopchat_rooms",
-                "gauge",
-                "Rooms that exist.",
-                self.hub.room_count() as u64,
-            ),
-            f(
-                "loopchat_named_connections",
-                "gauge",
-                "Connections with a name.",
-                self.hub.named() as u64,
-            ),
-            f(
-                "loopchat_output_queued_bytes",
-                "gauge",
-                "Bytes queued for all connections.",
-                self.conns.queued() as u64,
-            ),
-            f(
-                "loopchat_storage_stored_total",
-                "counter",
-                "Room messages committed to the store.",
-                store.stored(),
-            ),
-            f(
-                "loopchat_storage_commits_total",
-                "counter",
-                "Store commits (batches).",
-                store.commits(),
-            ),
-            f(
-                "loopchat_storage_unsaved_total",
-                "counter",
-                "Room messages accepted but not stored.",
-                store.unsaved(),
-            ),
-            f(
-                "loopchat_inbox_dropped_total",
-                "counter",
-                "Messages from other threads dropped for a full inbox.",
-                self.inbox.dropped(),
-            ),
-        ]
     }
 
     fn log_bans(&self, now: Instant) {
