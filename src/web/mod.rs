@@ -266,6 +266,11 @@ impl WsStream {
                     }
                 }
             }
+            if self.close_sent {
+                // After our close frame nothing more is decoded: what still arrives
+                // is read (so the close is clean) and dropped.
+                self.input.clear();
+            }
             if self.input.len() > MAX_REQUEST + self.config.max_message + 16 {
                 // Never reached with a well-formed peer: frames are taken as they come.
                 return Err(io::Error::other("WebSocket input over its bound"));
