@@ -351,7 +351,7 @@ impl fmt::Display for ParseError<'_> {
             ParseError::ControlChar => f.write_str("control characters are not allowed"),
             ParseError::UnknownVerb(v) => write!(
                 f,
-                "unknown command {v} (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)"
+                "unknown command {v} (use JOIN, SAY, MSG, LEAVE, WHO, ROOMS, HISTORY, REGISTER, AUTH or PASS)"
             ),
             ParseError::UnknownCommand(c) => write!(f, "unknown command /{c} (try /help)"),
             ParseError::Usage(u) => write!(f, "usage: {u}"),

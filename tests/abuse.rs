@@ -371,7 +371,7 @@ fn bad_lines_cost_tokens_so_an_error_flood_is_limited_too() {
     let mut mallory = Client::connect_named_from(server.addr, OTHER, "mallory");
     let mut accomplice = Client::connect_named_from(server.addr, OTHER, "accomplice");
     mallory.expect_line("JOIN:accomplice\n");
-    let unknown = "ERROR:unknown command NOPE (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)\n";
+    let unknown = "ERROR:unknown command NOPE (use JOIN, SAY, MSG, LEAVE, WHO, ROOMS, HISTORY, REGISTER, AUTH or PASS)\n";
     mallory.send(b"NOPE:1\n\nNOPE:3\nNOPE:4\n");
     mallory.expect_lines(&[
         unknown,

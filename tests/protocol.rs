@@ -593,12 +593,12 @@ fn unknown_verbs_get_an_error_and_the_connection_stays_usable() {
     let server = start_default();
     let [mut alice, mut bob] = named(server.addr, ["alice", "bob"]);
     alice.send(b"FOO:x\n");
-    alice.expect_line("ERROR:unknown command FOO (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)\n");
+    alice.expect_line("ERROR:unknown command FOO (use JOIN, SAY, MSG, LEAVE, WHO, ROOMS, HISTORY, REGISTER, AUTH or PASS)\n");
     alice.send(b"say::lowercase\n");
-    alice.expect_line("ERROR:unknown command say (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)\n");
+    alice.expect_line("ERROR:unknown command say (use JOIN, SAY, MSG, LEAVE, WHO, ROOMS, HISTORY, REGISTER, AUTH or PASS)\n");
     // Once in frame mode, a plain line is not chat.
     alice.send(b"hello\n");
-    alice.expect_line("ERROR:unknown command hello (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)\n");
+    alice.expect_line("ERROR:unknown command hello (use JOIN, SAY, MSG, LEAVE, WHO, ROOMS, HISTORY, REGISTER, AUTH or PASS)\n");
     alice.send(b"SAY::still here\n");
     bob.expect_line("SAY:alice:still here\n");
     bob.barrier();

@@ -153,7 +153,7 @@ fn frame_mode_lasts_for_the_connection() {
     let mut alice = Client::connect_named(server.addr, "alice");
     alice.send(b"/nick bob\n");
     alice
-        .expect_line("ERROR:unknown command /nick bob (use JOIN, SAY, MSG, LEAVE, WHO or ROOMS)\n");
+        .expect_line("ERROR:unknown command /nick bob (use JOIN, SAY, MSG, LEAVE, WHO, ROOMS, HISTORY, REGISTER, AUTH or PASS)\n");
     alice.barrier();
 }
 
