@@ -120,6 +120,11 @@ impl Server {
         let config = &self.config;
 
         self.conns.set_limits(OutputLimits::of(config));
+        // New browser connections take the new line cap as their message cap.
+        self.web = std::sync::Arc::new(crate::web::WebConfig {
+            origins: self.web.origins.clone(),
+            max_message: config.max_line,
+        });
         let open: Vec<_> = self
             .conns
             .ids_where(|_| true)
