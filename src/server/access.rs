@@ -48,6 +48,10 @@ impl Pending {
     }
 }
 
+/// Once the hasher's queue is half full, it is shared out in this many parts: one
+/// address (or IPv6 /64) may then have at most one part of it waiting.
+const HASHER_SHARES: usize = 8;
+
 /// The state of access control.
 pub(super) struct Access {
     hasher: Hasher,
@@ -209,6 +213,37 @@ impl Server {
         }
     }
 
+    /// Whether `id`'s address (an IPv6 /64 counts as one) already has its share of the
+    /// hasher's queue waiting while the queue is at least half full: a few addresses
+    /// must not fill it and leave everyone else `ERROR:server busy`, yet a crowd behind
+    /// one NAT logging in at a quiet moment is served. Exempt addresses have no share.
+    fn over_hasher_share(&self, id: ConnId) -> bool {
+        let capacity = self.access.hasher.capacity();
+        if self.access.pending.len() < capacity / 2 {
+            return false;
+        }
+        let Some(ip) = self.conns.get(id).map(|c| c.peer().ip()) else {
+            return false;
+        };
+        if self.abuse.is_exempt(ip) {
+            return false;
+        }
+        let key = IpKey::of(ip);
+        let share = (capacity / HASHER_SHARES).max(1);
+        // At most the queue's capacity plus the workers' jobs are pending: a short scan.
+        let held = self
+            .access
+            .pending
+            .values()
+            .filter(|p| {
+                self.conns
+                    .get(p.id())
+                    .is_some_and(|c| IpKey::of(c.peer().ip()) == key)
+            })
+            .count();
+        held >= share
+    }
+
     fn register(&mut self, id: ConnId, name: &str, password: Secret<'_>) {
         if !valid_name(name) {
             return self.conns.notice(id, Notice::InvalidName(name));
@@ -222,6 +257,9 @@ impl Server {
         if self.hub.owner(name).is_some_and(|owner| owner != id) {
             return self.conns.notice(id, Notice::NameTaken(name));
         }
+        if self.over_hasher_share(id) {
+            return self.conns.notice(id, Notice::Busy);
+        }
         let tag = self.access.tag(Pending::Register {
             id,
             name: name.into(),
@@ -231,6 +269,9 @@ impl Server {
     }
 
     fn authenticate(&mut self, id: ConnId, name: &str, password: Secret<'_>) {
+        if self.over_hasher_share(id) {
+            return self.conns.notice(id, Notice::Busy);
+        }
         // An unknown name is checked against a dummy hash: the same work, the same
         // answer, so timing does not tell which names have accounts.
         let phc = self
@@ -255,6 +296,10 @@ impl Server {
             (None, None) => false,
             // A key for a room that exists without one changes nothing.
             (None, Some(_)) if self.hub.room_exists(room) => false,
+            (_, Some(_)) if self.over_hasher_share(id) => {
+                self.conns.notice(id, Notice::Busy);
+                true
+            }
             (None, Some(key)) => {
                 let tag = self.access.tag(Pending::NewKey {
                     id,
