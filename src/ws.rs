@@ -161,6 +161,8 @@ impl Decoder {
             }
             // Chat is text; a binary message is a protocol error for this service.
             BINARY => return Err(WsError::Protocol),
+            // A close body is empty or a two-byte code and a reason (§5.5.1).
+            CLOSE if payload.len() == 1 => return Err(WsError::Protocol),
             CLOSE => Some(Incoming::Close(
                 (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
             )),
