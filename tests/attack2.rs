@@ -187,3 +187,31 @@ fn a_few_addresses_registering_cannot_fill_the_hasher_for_everyone_else() {
     let answer = victim.read_line();
     assert_eq!(answer, "SERVER:logged in as victim\n");
 }
+
+#[test]
+fn a_close_frame_with_a_one_byte_payload_is_a_protocol_error() {
+    let (server, web) = start_web();
+    let mut s = raw_upgrade(web);
+    s.write_all(&frame(0x88, &[0x03])).unwrap();
+    assert_eq!(close_code(&mut s), Some(1002));
+    still_serves(server.addr, "alice");
+}
+
+#[test]
+fn line_separators_through_a_websocket_are_refused_like_control_characters() {
+    let (server, web) = start_web();
+    let mut bob = Client::connect_named(server.addr, "bob");
+    let mut s = raw_upgrade(web);
+    s.write_all(&frame(0x81, b"JOIN:alice")).unwrap();
+    while bob.read_line() != "JOIN:alice\n" {}
+    for forged in [
+        "SAY::a\u{2028}SAY:bob:b",
+        "SAY::a\u{2029}b",
+        "SAY::\u{202E}b",
+    ] {
+        s.write_all(&frame(0x81, forged.as_bytes())).unwrap();
+    }
+    s.write_all(&frame(0x81, b"SAY::plain")).unwrap();
+    // The first thing bob hears from alice is the plain line: nothing forged came.
+    bob.expect_line("SAY:alice:plain\n");
+}
