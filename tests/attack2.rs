@@ -215,3 +215,40 @@ fn line_separators_through_a_websocket_are_refused_like_control_characters() {
     // The first thing bob hears from alice is the plain line: nothing forged came.
     bob.expect_line("SAY:alice:plain\n");
 }
+
+/// Default abuse flags, no database, and a metrics listener.
+fn start_metrics() -> (TestServer, SocketAddr) {
+    util::init_logging();
+    let server = Server::bind(ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        db: "none".into(),
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let metrics = server.metrics_addr().expect("a metrics listener");
+    (util::start_bound(server), metrics)
+}
+
+#[test]
+fn scrapers_that_never_send_a_request_do_not_lock_out_a_real_scrape() {
+    let (server, metrics) = start_metrics();
+    // More idle scrapers than are served at once; each is accepted in turn (a chat
+    // round trip after each connect orders it before the next).
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(TcpStream::connect(metrics).unwrap());
+    }
+    still_serves(server.addr, "alice");
+    let mut s = TcpStream::connect(metrics).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        util::show(&answer[..answer.len().min(200)])
+    );
+}
