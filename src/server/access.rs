@@ -60,6 +60,9 @@ pub(super) struct Access {
     /// Folded room → PHC string of its key.
     room_keys: HashMap<Box<str>, String>,
     pending: HashMap<Tag, Pending>,
+    /// The address each job in the hasher came from, until its answer: a job counts
+    /// against its address even after the connection that asked has gone.
+    asked_from: HashMap<Tag, IpKey>,
     next_tag: Tag,
     /// The server password, if one is set, and where it is read from.
     password: Option<Vec<u8>>,
@@ -94,6 +97,7 @@ impl Access {
                 .map(|(room, phc)| (fold(&room), phc))
                 .collect(),
             pending: HashMap::new(),
+            asked_from: HashMap::new(),
             next_tag: 1,
             password,
             password_file,
@@ -219,7 +223,7 @@ impl Server {
     /// one NAT logging in at a quiet moment is served. Exempt addresses have no share.
     fn over_hasher_share(&self, id: ConnId) -> bool {
         let capacity = self.access.hasher.capacity();
-        if self.access.pending.len() < capacity / 2 {
+        if self.access.asked_from.len() < capacity / 2 {
             return false;
         }
         let Some(ip) = self.conns.get(id).map(|c| c.peer().ip()) else {
@@ -233,13 +237,9 @@ impl Server {
         // At most the queue's capacity plus the workers' jobs are pending: a short scan.
         let held = self
             .access
-            .pending
+            .asked_from
             .values()
-            .filter(|p| {
-                self.conns
-                    .get(p.id())
-                    .is_some_and(|c| IpKey::of(c.peer().ip()) == key)
-            })
+            .filter(|&&k| k == key)
             .count();
         held >= share
     }
@@ -331,6 +331,9 @@ impl Server {
         if sent {
             if let Some(conn) = self.conns.get_mut(id) {
                 conn.set_waiting(true);
+                self.access
+                    .asked_from
+                    .insert(tag, IpKey::of(conn.peer().ip()));
             }
         } else {
             self.access.pending.remove(&tag);
@@ -340,6 +343,7 @@ impl Server {
 
     /// The hasher answered.
     pub(super) fn on_auth_answer(&mut self, answer: Answer, now: Instant) {
+        self.access.asked_from.remove(&answer.tag());
         let Some(pending) = self.access.pending.remove(&answer.tag()) else {
             return;
         };
