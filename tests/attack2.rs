@@ -168,6 +168,15 @@ fn start_plain() -> TestServer {
 
 #[test]
 fn a_few_addresses_registering_cannot_fill_the_hasher_for_everyone_else() {
+    hasher_hogs(false);
+}
+
+#[test]
+fn hasher_hogs_that_hang_up_after_asking_still_count_against_their_address() {
+    hasher_hogs(true);
+}
+
+fn hasher_hogs(hang_up: bool) {
     let server = start_plain();
     let mut victim = Client::connect(server.addr);
     // Four addresses, each within its connect burst, each connection with one
@@ -178,6 +187,9 @@ fn a_few_addresses_registering_cannot_fill_the_hasher_for_everyone_else() {
         for i in 0..20 {
             let mut c = Client::connect_from(server.addr, from);
             c.send_line(&format!("REGISTER:bot{a}x{i}:password123"));
+            if hang_up {
+                c.stream().shutdown(std::net::Shutdown::Both).unwrap();
+            }
             attackers.push(c);
         }
     }
