@@ -264,3 +264,29 @@ fn scrapers_that_never_send_a_request_do_not_lock_out_a_real_scrape() {
         util::show(&answer[..answer.len().min(200)])
     );
 }
+
+#[test]
+fn malformed_http_on_the_browser_port_gets_an_answer_and_a_close() {
+    let (server, web) = start_web();
+    let many_headers: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
+    let requests: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02 garbage\r\n\r\n".to_vec(),
+        format!("GET /ws HTTP/1.1\r\n{many_headers}\r\n").into_bytes(),
+        [b"GET /".as_slice(), &[b'a'; 9000], b" HTTP/1.1\r\n\r\n"].concat(),
+        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
+        b"GET /ws HTTP/1.1\r\nOrigin: null\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
+    ];
+    for request in requests {
+        let mut s = TcpStream::connect(web).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let _ = s.write_all(&request);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert!(
+            answer.starts_with(b"HTTP/1.1 4"),
+            "{}",
+            util::show(&answer[..answer.len().min(200)])
+        );
+    }
+    still_serves(server.addr, "alice");
+}
