@@ -119,12 +119,15 @@ impl Decoder {
             }
             n => (u64::from(n), 2),
         };
+        if len >> 63 != 0 {
+            return Err(WsError::Protocol); // the most significant bit must be 0 (§5.2)
+        }
         let control = opcode & 0x8 != 0;
         if control && (!fin || len > MAX_CONTROL as u64) {
             return Err(WsError::Protocol);
         }
         let held = self.fragments.as_ref().map_or(0, Vec::len) as u64;
-        if !control && held + len > max as u64 {
+        if !control && held.saturating_add(len) > max as u64 {
             return Err(WsError::TooBig);
         }
         let len = len as usize;
@@ -158,6 +161,8 @@ impl Decoder {
             }
             // Chat is text; a binary message is a protocol error for this service.
             BINARY => return Err(WsError::Protocol),
+            // A close body is empty or a two-byte code and a reason (§5.5.1).
+            CLOSE if payload.len() == 1 => return Err(WsError::Protocol),
             CLOSE => Some(Incoming::Close(
                 (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
             )),
@@ -341,6 +346,21 @@ mod tests {
             Err(WsError::InvalidUtf8)
         );
         assert_eq!(WsError::InvalidUtf8.close_code(), 1007);
+    }
+
+    #[test]
+    fn huge_lengths_are_refused_without_overflow() {
+        let mut d = Decoder::default();
+        let first = client(0x01, b"SAY:", [0; 4]);
+        assert_eq!(d.decode(&first, 100), Ok(Some((None, first.len()))));
+        let mut next = vec![0x80, 0x80 | 127];
+        next.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+        next.extend_from_slice(&[0; 4]);
+        assert_eq!(d.decode(&next, 100), Err(WsError::TooBig));
+        let mut d = Decoder::default();
+        assert_eq!(d.decode(&first, 100), Ok(Some((None, first.len()))));
+        next[2..10].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(d.decode(&next, 100), Err(WsError::Protocol));
     }
 
     #[test]

@@ -425,6 +425,11 @@ impl Hasher {
         sent
     }
 
+    /// How many jobs may wait at once.
+    pub fn capacity(&self) -> usize {
+        self.queue
+    }
+
     /// Jobs refused with [`Busy`] since start.
     pub fn refused(&self) -> u64 {
         self.shared.counters.refused.load(Ordering::Relaxed)

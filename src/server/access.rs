@@ -48,6 +48,10 @@ impl Pending {
     }
 }
 
+/// Once the hasher's queue is half full, it is shared out in this many parts: one
+/// address (or IPv6 /64) may then have at most one part of it waiting.
+const HASHER_SHARES: usize = 8;
+
 /// The state of access control.
 pub(super) struct Access {
     hasher: Hasher,
@@ -56,6 +60,9 @@ pub(super) struct Access {
     /// Folded room → PHC string of its key.
     room_keys: HashMap<Box<str>, String>,
     pending: HashMap<Tag, Pending>,
+    /// The address each job in the hasher came from, until its answer: a job counts
+    /// against its address even after the connection that asked has gone.
+    asked_from: HashMap<Tag, IpKey>,
     next_tag: Tag,
     /// The server password, if one is set, and where it is read from.
     password: Option<Vec<u8>>,
@@ -90,6 +97,7 @@ impl Access {
                 .map(|(room, phc)| (fold(&room), phc))
                 .collect(),
             pending: HashMap::new(),
+            asked_from: HashMap::new(),
             next_tag: 1,
             password,
             password_file,
@@ -209,6 +217,33 @@ impl Server {
         }
     }
 
+    /// Whether `id`'s address (an IPv6 /64 counts as one) already has its share of the
+    /// hasher's queue waiting while the queue is at least half full: a few addresses
+    /// must not fill it and leave everyone else `ERROR:server busy`, yet a crowd behind
+    /// one NAT logging in at a quiet moment is served. Exempt addresses have no share.
+    fn over_hasher_share(&self, id: ConnId) -> bool {
+        let capacity = self.access.hasher.capacity();
+        if self.access.asked_from.len() < capacity / 2 {
+            return false;
+        }
+        let Some(ip) = self.conns.get(id).map(|c| c.peer().ip()) else {
+            return false;
+        };
+        if self.abuse.is_exempt(ip) {
+            return false;
+        }
+        let key = IpKey::of(ip);
+        let share = (capacity / HASHER_SHARES).max(1);
+        // At most the queue's capacity plus the workers' jobs are pending: a short scan.
+        let held = self
+            .access
+            .asked_from
+            .values()
+            .filter(|&&k| k == key)
+            .count();
+        held >= share
+    }
+
     fn register(&mut self, id: ConnId, name: &str, password: Secret<'_>) {
         if !valid_name(name) {
             return self.conns.notice(id, Notice::InvalidName(name));
@@ -222,6 +257,9 @@ impl Server {
         if self.hub.owner(name).is_some_and(|owner| owner != id) {
             return self.conns.notice(id, Notice::NameTaken(name));
         }
+        if self.over_hasher_share(id) {
+            return self.conns.notice(id, Notice::Busy);
+        }
         let tag = self.access.tag(Pending::Register {
             id,
             name: name.into(),
@@ -231,6 +269,9 @@ impl Server {
     }
 
     fn authenticate(&mut self, id: ConnId, name: &str, password: Secret<'_>) {
+        if self.over_hasher_share(id) {
+            return self.conns.notice(id, Notice::Busy);
+        }
         // An unknown name is checked against a dummy hash: the same work, the same
         // answer, so timing does not tell which names have accounts.
         let phc = self
@@ -255,6 +296,10 @@ impl Server {
             (None, None) => false,
             // A key for a room that exists without one changes nothing.
             (None, Some(_)) if self.hub.room_exists(room) => false,
+            (_, Some(_)) if self.over_hasher_share(id) => {
+                self.conns.notice(id, Notice::Busy);
+                true
+            }
             (None, Some(key)) => {
                 let tag = self.access.tag(Pending::NewKey {
                     id,
@@ -286,6 +331,9 @@ impl Server {
         if sent {
             if let Some(conn) = self.conns.get_mut(id) {
                 conn.set_waiting(true);
+                self.access
+                    .asked_from
+                    .insert(tag, IpKey::of(conn.peer().ip()));
             }
         } else {
             self.access.pending.remove(&tag);
@@ -295,6 +343,7 @@ impl Server {
 
     /// The hasher answered.
     pub(super) fn on_auth_answer(&mut self, answer: Answer, now: Instant) {
+        self.access.asked_from.remove(&answer.tag());
         let Some(pending) = self.access.pending.remove(&answer.tag()) else {
             return;
         };

@@ -77,7 +77,9 @@ impl Server {
             let want = bytes_left.min(buf.len());
             match conn.read_into(&mut buf[..want], now) {
                 ReadOutcome::Data { len, raw, drained } => {
-                    bytes_left -= raw;
+                    // A transport may take a little more than offered (a TLS record):
+                    // the budget ends at zero, never wraps.
+                    bytes_left = bytes_left.saturating_sub(raw);
                     // Input the telnet filter swallowed costs tokens like an endless
                     // line: a subnegotiation that never ends is read without a line.
                     let swallowed = conn.take_swallowed(self.config.max_line);

@@ -155,11 +155,28 @@ fn response(status: &str, extra: &str, content_type: &str, body: &str) -> Vec<u8
 }
 
 impl Scrapes {
-    /// Takes a new scrape, unless [`MAX_SCRAPERS`] are in progress.
+    /// Takes a new scrape. When [`MAX_SCRAPERS`] are in progress, the oldest one still
+    /// without a whole request makes room (connections that never send one must not
+    /// lock a real scraper out for [`REQUEST_TIME`]); if every one is being answered,
+    /// the new one is closed.
     pub(super) fn add(&mut self, mut socket: TcpStream, registry: &Registry, now: Instant) {
         if self.slab.len() >= MAX_SCRAPERS {
-            debug!("metrics: too many scrapes at once; closing one");
-            return;
+            let idle = self
+                .slab
+                .iter()
+                .filter(|(_, s)| scrape_wants_read(s))
+                .min_by_key(|(_, s)| s.deadline)
+                .map(|(k, _)| k);
+            match idle {
+                Some(key) => {
+                    debug!("metrics: too many scrapes at once; closing the oldest idle one");
+                    self.close(key, registry);
+                }
+                None => {
+                    debug!("metrics: too many scrapes at once; closing the new one");
+                    return;
+                }
+            }
         }
         let entry = self.slab.vacant_entry();
         let token = Token(SCRAPE_BASE + entry.key());

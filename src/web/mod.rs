@@ -235,6 +235,15 @@ impl WsStream {
                         match what {
                             Some(Incoming::Text(text)) => {
                                 if plain + text.len() + 1 > buf.len() {
+                                    if plain == 0 {
+                                        // Not even this one fits what the turn's budget
+                                        // leaves: the budget is spent, and the message
+                                        // waits here for the next turn.
+                                        return Ok(Got::Data {
+                                            plain: 0,
+                                            raw: raw.max(buf.len()),
+                                        });
+                                    }
                                     break; // the rest next time
                                 }
                                 for b in text.bytes() {
@@ -246,6 +255,10 @@ impl WsStream {
                                 buf[plain] = b'\n';
                                 plain += 1;
                             }
+                            // A peer that pings and never reads gets no more
+                            // pongs than fit the framed bound (RFC 6455 §5.5.3: only
+                            // the latest ping needs one).
+                            Some(Incoming::Ping(_)) if self.framed.pending() >= MAX_FRAMED => {}
                             Some(Incoming::Ping(payload)) => {
                                 let mut frame = Vec::new();
                                 ws::pong(&payload, &mut frame);
@@ -275,8 +288,14 @@ impl WsStream {
                 // Never reached with a well-formed peer: frames are taken as they come.
                 return Err(io::Error::other("WebSocket input over its bound"));
             }
+            if raw >= buf.len() {
+                // The turn's read budget is spent on frames that carried no line
+                // (pings, empty fragments): the rest waits for the next turn.
+                return Ok(Got::Data { plain, raw });
+            }
             let mut chunk = [0u8; 16 * 1024];
-            match self.inner.read(&mut chunk) {
+            let want = chunk.len().min(buf.len() - raw);
+            match self.inner.read(&mut chunk[..want]) {
                 Ok(Got::Data { plain: n, raw: r }) => {
                     raw += r;
                     self.input.extend_from_slice(&chunk[..n]);
