@@ -114,13 +114,13 @@ impl History {
             from: from.to_string(),
             text: text.to_string(),
         };
-        self.store.append(message.clone());
         if self.replay > 0 {
-            tail.messages.push_back(message);
+            tail.messages.push_back(message.clone());
             if tail.loaded && tail.messages.len() > self.replay {
                 tail.messages.pop_front();
             }
         }
+        self.store.append(message);
     }
 
     /// A member entered `room`: replays its tail at once if the loop has it, else

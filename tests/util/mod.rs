@@ -764,3 +764,23 @@ pub fn drain_until(client: &Client, last: &str) -> usize {
         }
     }
 }
+
+/// Opens a WebSocket on `/ws` by hand (the RFC's sample key) and returns the socket
+/// after the answer's head, with that head.
+#[track_caller]
+pub fn ws_upgrade(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the browser port");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("write the upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("the upgrade answer's head");
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
