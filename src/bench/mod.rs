@@ -20,6 +20,8 @@
 //!   Over TLS each socket is wrapped in the client's
 //!   [`Transport`](crate::client::transport::Transport), whose handshake the worker
 //!   drives in its loop like any other I/O.
+//! - [`websocket`]: the client end of RFC 6455 (`--ws`): the upgrade and its check,
+//!   masked frames out, the server's frames in (pure; the worker drives it).
 //! - [`marker`]: what each message text carries, and per-sender sequence tracking.
 //! - [`irc`]: the IRC dialect's lines, both ways (pure).
 //! - `tally`: what a worker counts (deliveries classified, latency) and how the
@@ -52,6 +54,7 @@ pub mod saved;
 pub mod server_proc;
 mod sockets;
 mod tally;
+pub mod websocket;
 mod worker;
 
 use std::io::IsTerminal;
