@@ -33,7 +33,7 @@
 //!   [`compare`] says which figures of two differ by more than their spread.
 //! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
 //!   write counts and `--spawn-server` (with `--tls`: a TLS port and a throwaway
-//!   self-signed certificate).
+//!   self-signed certificate; with `--ws`: a browser port).
 //!
 //! This module is the coordinator: it starts the workers, moves them through the phases
 //! (connect → join → idle → load → drain → stalled check), times each, samples the

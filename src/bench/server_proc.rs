@@ -1,7 +1,8 @@
 //! The server as a process: its memory and CPU time from `/proc`, the write counts in
 //! its log's summary lines, and starting and stopping a `loopchat server` for a run
-//! (`--spawn-server`, `benches/load.rs`), with a TLS port and a throwaway self-signed
-//! certificate ([`TempCert`]) for `--tls`.
+//! (`--spawn-server`, a cluster's nodes, `benches/load.rs`), with a TLS port and a
+//! throwaway self-signed certificate ([`TempCert`]) for `--tls`, and a browser port
+//! (found in its log) for `--ws`.
 //!
 //! Nothing here talks to the server over the network except the readiness probe. The
 //! summary line's format is not known here: `crate::server::stats` writes and parses it.
@@ -57,6 +58,28 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) as f64 / clock_ticks())
+}
+
+/// Resident memory of all of `pids` added up, or `None` if any is gone (or there are
+/// none).
+pub fn rss_sum(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_bytes(p)).sum()
+}
+
+/// CPU seconds of all of `pids` added up, or `None` if any is gone (or there are none).
+pub fn cpu_sum(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+/// The first of `pids` that is no longer running, if any.
+pub fn first_gone(pids: &[u32]) -> Option<u32> {
+    pids.iter().copied().find(|&p| rss_bytes(p).is_none())
 }
 
 /// Whether process `pid` holds a socket listening on `addr`'s port: a check that
@@ -165,6 +188,17 @@ impl Drop for TempCert {
     }
 }
 
+/// What a spawned server listens on besides its chat port.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listen<'a> {
+    /// Serve TLS with this certificate: on a TLS port of its own (`--tls-listen`), or
+    /// with `ws`, on the browser port (`--wss-listen`).
+    pub cert: Option<&'a TempCert>,
+    /// A browser port (`--ws-listen`, or `--wss-listen` with `cert`), bound to
+    /// `127.0.0.1:0` and found in the server's log. Needs a log file.
+    pub ws: bool,
+}
+
 /// A `loopchat server` child process, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct SpawnedServer {
@@ -172,13 +206,50 @@ pub struct SpawnedServer {
     addr: SocketAddr,
     /// Its TLS port, if it serves TLS.
     tls_addr: Option<SocketAddr>,
+    /// Its browser port, if it serves WebSocket.
+    ws_addr: Option<SocketAddr>,
 }
 
 /// A free port on 127.0.0.1, held until the listener is dropped.
-fn free_port() -> io::Result<(TcpListener, SocketAddr)> {
+pub(crate) fn free_port() -> io::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     Ok((l, addr))
+}
+
+/// Asks Linux to send the child SIGTERM when the harness dies (a second Ctrl-C, a
+/// kill), so no spawned server or Redis outlives the run that started it.
+pub(crate) fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only prctl runs, which is async-signal-safe and
+        // touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+}
+
+/// The address a loopchat server logged for one of its listeners: `what` is what the
+/// start-up line says after the address (`for browsers`, `for browsers over TLS`;
+/// empty for the chat port). Under `--redact-ips` the IP is taken to be 127.0.0.1.
+pub fn logged_listener(log: &str, what: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+        let (addr, after) = rest.split_once(' ')?;
+        let after = after.strip_prefix(what)?.trim_start();
+        if !after.starts_with("(open files") {
+            return None;
+        }
+        match addr.strip_prefix("[redacted]:") {
+            Some(port) => Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?))),
+            None => addr.parse().ok(),
+        }
+    })
 }
 
 impl SpawnedServer {
@@ -188,7 +259,7 @@ impl SpawnedServer {
     /// and waits (at most 10 s) until it accepts connections. Its log goes to `log` if
     /// given, else is discarded.
     pub fn start(exe: &Path, extra: &[String], log: Option<&Path>) -> io::Result<SpawnedServer> {
-        Self::launch(exe, extra, log, None)
+        Self::launch(exe, extra, log, Listen::default())
     }
 
     /// As [`start`](Self::start), and also serving TLS with `cert` on a second free
@@ -199,90 +270,158 @@ impl SpawnedServer {
         log: Option<&Path>,
         cert: &TempCert,
     ) -> io::Result<SpawnedServer> {
-        Self::launch(exe, extra, log, Some(cert))
+        Self::launch(
+            exe,
+            extra,
+            log,
+            Listen {
+                cert: Some(cert),
+                ws: false,
+            },
+        )
+    }
+
+    /// As [`start`](Self::start), with the listeners of `listen`; ready once the port
+    /// a client uses ([`client_addr`](Self::client_addr)) accepts.
+    pub fn start_with(
+        exe: &Path,
+        extra: &[String],
+        log: Option<&Path>,
+        listen: Listen<'_>,
+    ) -> io::Result<SpawnedServer> {
+        Self::launch(exe, extra, log, listen)
+    }
+
+    /// The flags after `server ADDR`: the lifted limits (but for those `extra` sets
+    /// itself), a summary every second (unless `extra` sets its interval), the TLS and
+    /// browser listeners, then `extra`.
+    fn args(
+        extra: &[String],
+        tls_addr: Option<SocketAddr>,
+        listen: Listen<'_>,
+    ) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        // A limit that `extra` sets again is left to `extra` (a flag may appear once).
+        for pair in LIFT_LIMITS.chunks(2) {
+            if !extra
+                .iter()
+                .any(|a| a == pair[0] || a.starts_with(&format!("{}=", pair[0])))
+            {
+                args.extend(pair.iter().map(Into::into));
+            }
+        }
+        if !extra.iter().any(|a| a.starts_with("--summary-interval")) {
+            args.extend(["--summary-interval", "1s"].map(Into::into));
+        }
+        if let Some(cert) = listen.cert {
+            match (listen.ws, tls_addr) {
+                (true, _) => args.extend(["--wss-listen", "127.0.0.1:0"].map(Into::into)),
+                (false, Some(a)) => {
+                    args.push("--tls-listen".into());
+                    args.push(a.to_string().into());
+                }
+                (false, None) => {}
+            }
+            args.push("--tls-cert".into());
+            args.push(cert.cert.clone().into_os_string());
+            args.push("--tls-key".into());
+            args.push(cert.key.clone().into_os_string());
+        } else if listen.ws {
+            args.extend(["--ws-listen", "127.0.0.1:0"].map(Into::into));
+        }
+        args.extend(extra.iter().map(Into::into));
+        args
     }
 
     fn launch(
         exe: &Path,
         extra: &[String],
         log: Option<&Path>,
-        cert: Option<&TempCert>,
+        listen: Listen<'_>,
     ) -> io::Result<SpawnedServer> {
+        if listen.ws && log.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a spawned server's browser port is read from its log: give it a log file",
+            ));
+        }
         // Both held at once, so the two ports differ.
         let (plain, addr) = free_port()?;
-        let tls = cert.map(|_| free_port()).transpose()?;
+        let tls = match listen.cert {
+            Some(_) if !listen.ws => Some(free_port()?),
+            _ => None,
+        };
         let tls_addr = tls.as_ref().map(|&(_, a)| a);
         drop((plain, tls));
-        let mut tls_args = Vec::new();
-        if let (Some(cert), Some(tls_addr)) = (cert, tls_addr) {
-            tls_args.push("--tls-listen".into());
-            tls_args.push(tls_addr.to_string().into());
-            tls_args.push("--tls-cert".into());
-            tls_args.push(cert.cert.clone().into_os_string());
-            tls_args.push("--tls-key".into());
-            tls_args.push(cert.key.clone().into_os_string());
-        }
         let stderr = match log {
             Some(p) => Stdio::from(std::fs::File::create(p)?),
             None => Stdio::null(),
         };
-        let summary: &[&str] = if extra.iter().any(|a| a.starts_with("--summary-interval")) {
-            &[]
-        } else {
-            &["--summary-interval", "1s"]
-        };
-        // A limit that `extra` sets again is left to `extra` (a flag may appear once).
-        let lifted = LIFT_LIMITS
-            .chunks(2)
-            .filter(|pair| !extra.iter().any(|a| a == pair[0]))
-            .flatten();
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("server")
             .arg(addr.to_string())
-            .args(lifted)
-            .args(summary)
-            .args(&tls_args)
-            .args(extra)
+            .args(Self::args(extra, tls_addr, listen))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display()))
-            })?;
+            .stderr(stderr);
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", exe.display()))
+        })?;
         let mut server = SpawnedServer {
             child,
             addr,
             tls_addr,
+            ws_addr: None,
         };
-        server.wait_ready(Duration::from_secs(10))?;
+        let browsers = match (listen.ws, listen.cert.is_some()) {
+            (false, _) => None,
+            (true, false) => Some("for browsers"),
+            (true, true) => Some("for browsers over TLS"),
+        };
+        server.wait_ready(Duration::from_secs(10), browsers.zip(log))?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
+    /// Waits until the port a client uses accepts; with `browsers`, first until the
+    /// log names the browser port (`what` the start-up line says about it).
+    fn wait_ready(&mut self, limit: Duration, browsers: Option<(&str, &Path)>) -> io::Result<()> {
         let deadline = Instant::now() + limit;
-        // The port the harness will use (a bare TCP connect: no handshake needed).
-        let probe = self.tls_addr.unwrap_or(self.addr);
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Err(io::Error::other(format!(
                     "the spawned server exited at once ({status}); run it by hand to see why"
                 )));
             }
-            if TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
+            if let Some((what, log)) = browsers
+                && self.ws_addr.is_none()
+            {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                self.ws_addr = logged_listener(&text, what);
+            }
+            let ready = browsers.is_none() || self.ws_addr.is_some();
+            // The port the harness will use (a bare TCP connect: no handshake needed).
+            let probe = self.client_addr();
+            if ready && TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                let what = if ready {
+                    format!("did not listen on {probe}")
+                } else {
+                    "did not log its browser address (RUST_LOG must let `info` through)".to_string()
+                };
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("the spawned server did not listen on {probe} within {limit:?}"),
+                    format!("the spawned server {what} within {limit:?}"),
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Where it listens.
+    /// Where it listens for chat.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -290,6 +429,17 @@ impl SpawnedServer {
     /// Where it serves TLS, if it does.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// Where it serves browsers (WebSocket, or over TLS), if it does.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
+    }
+
+    /// The port a harness client connects to: the browser port, else the TLS port,
+    /// else the chat port.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.ws_addr.or(self.tls_addr).unwrap_or(self.addr)
     }
 
     /// Its process id.
@@ -304,23 +454,29 @@ impl SpawnedServer {
 
     /// Asks it to shut down (SIGTERM) and waits up to `grace`, then kills it.
     pub fn stop(&mut self, grace: Duration) {
-        if !self.is_running() {
+        stop_child(&mut self.child, grace);
+    }
+}
+
+/// Asks a child to end (SIGTERM), waits up to `grace`, then kills it; it is reaped
+/// either way.
+pub(crate) fn stop_child(child: &mut Child, grace: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    // SAFETY: sending a signal to our own child, whose pid we hold and have not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
             return;
         }
-        // SAFETY: sending a signal to our own child, whose pid we hold and have not reaped.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for SpawnedServer {
@@ -350,6 +506,70 @@ mod tests {
         assert_eq!(listens_on(std::process::id(), addr), Some(true));
         drop(l);
         assert_ne!(listens_on(std::process::id(), addr), Some(true));
+    }
+
+    #[test]
+    fn finds_a_listener_in_the_start_up_lines() {
+        let log = "\
+[t INFO  loopchat::server] listening on 127.0.0.1:4000 (open files limit 20000, max clients 19936)
+[t INFO  loopchat::server] listening on 127.0.0.1:4001 for browsers (open files limit 20000, max clients 19936)
+[t INFO  loopchat::server] listening on [redacted]:4002 for browsers over TLS (open files limit 20000, max clients 19936)
+";
+        let at = |port| Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        assert_eq!(logged_listener(log, ""), at(4000));
+        assert_eq!(logged_listener(log, "for browsers"), at(4001));
+        assert_eq!(logged_listener(log, "for browsers over TLS"), at(4002));
+        assert_eq!(logged_listener(log, "for metrics"), None);
+        assert_eq!(logged_listener("listening on nothing", ""), None);
+    }
+
+    #[test]
+    fn spawned_flags_lift_limits_the_extras_do_not_set_and_add_listeners() {
+        let strings = |v: Vec<std::ffi::OsString>| -> Vec<String> {
+            v.into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let extra = ["--rate=5".to_string(), "--coalesce".into(), "0".into()];
+        let args = strings(SpawnedServer::args(&extra, None, Listen::default()));
+        assert!(!args.iter().any(|a| a == "--rate"), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--db", "none"]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--summary-interval", "1s"]));
+        assert!(args.ends_with(&extra), "{args:?}");
+        let ws = strings(SpawnedServer::args(
+            &[],
+            None,
+            Listen {
+                cert: None,
+                ws: true,
+            },
+        ));
+        assert!(ws.windows(2).any(|w| w == ["--ws-listen", "127.0.0.1:0"]));
+        let cert = TempCert::create().unwrap();
+        let tls_addr = SocketAddr::from(([127, 0, 0, 1], 4443));
+        let listen = Listen {
+            cert: Some(&cert),
+            ws: false,
+        };
+        let tls = strings(SpawnedServer::args(&[], Some(tls_addr), listen));
+        assert!(
+            tls.windows(2)
+                .any(|w| w == ["--tls-listen", "127.0.0.1:4443"])
+        );
+        assert!(tls.iter().any(|a| a == "--tls-key"));
+        let wss = strings(SpawnedServer::args(
+            &[],
+            None,
+            Listen {
+                cert: Some(&cert),
+                ws: true,
+            },
+        ));
+        assert!(wss.windows(2).any(|w| w == ["--wss-listen", "127.0.0.1:0"]));
+        assert!(
+            !wss.iter()
+                .any(|a| a == "--tls-listen" || a == "--ws-listen")
+        );
     }
 
     #[test]
