@@ -34,6 +34,8 @@
 //! - [`server_proc`]: the server as a process: `/proc` sampling, its summary lines'
 //!   write counts and `--spawn-server` (with `--tls`: a TLS port and a throwaway
 //!   self-signed certificate; with `--ws`: a browser port).
+//! - [`cluster`]: `--spawn-cluster N`: a `redis-server` and N clustered servers,
+//!   stopped together.
 //!
 //! This module is the coordinator: it starts the workers, moves them through the phases
 //! (connect → join → idle → load → drain → stalled check), times each, samples the
@@ -42,6 +44,7 @@
 //! partial report instead of a hang.
 
 mod cli;
+pub mod cluster;
 pub mod compare;
 pub mod config;
 mod contract;
