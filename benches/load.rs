@@ -219,7 +219,7 @@ fn run_scenario(s: &Scenario, nofile: u64) -> Result<(Report, Option<f64>), Stri
     let mut server = SpawnedServer::start(Path::new(SERVER_EXE), &extra, Some(&log))
         .map_err(|e| e.to_string())?;
     let mut config = BenchConfig::new(server.addr());
-    config.server_pid = Some(server.pid());
+    config.server_pids = vec![server.pid()];
     (s.configure)(&mut config, nofile);
     let attack = s.attack.then(|| Attack::start(server.addr()));
     let report = run_bench(&config);

@@ -48,7 +48,7 @@ fn run(config: &BenchConfig) -> Report {
 fn against_loopchat_every_delivery_arrives_once_in_order() {
     let server = util::start(util::config());
     let mut config = small(server.addr);
-    config.server_pid = Some(std::process::id());
+    config.server_pids = vec![std::process::id()];
     let r = run(&config);
     assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
     assert_eq!((r.established, r.joined), (20, 20));

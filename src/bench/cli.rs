@@ -8,6 +8,7 @@
 //! [`run_bench`](super::run_bench)'s.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use super::config::{self, BenchArgs, BenchConfig};
 use super::plot::{self, PlotArgs};
 use super::repeat::Repeated;
 use super::report::{Report, hgrm::hgrm};
-use super::server_proc::{self, SpawnedServer, TempCert};
+use super::server_proc::{self, Listen, SpawnedServer, TempCert};
 
 /// Exit status for a command line that makes no sense (clap uses the same).
 const EXIT_USAGE: u8 = 2;
@@ -47,9 +48,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     // Check the flags before spawning anything; the spawned server's address replaces
     // the placeholder.
-    let placeholder = args
-        .spawn_server
-        .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let spawning = args.spawn_server;
+    let placeholder = spawning.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let mut config = match BenchConfig::from_args(&args, placeholder) {
         Ok(c) => c,
         Err(e) => {
@@ -77,7 +77,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
             if interrupt.load(Ordering::Relaxed) {
                 break;
             }
-            if !args.spawn_server {
+            if !spawning {
                 std::thread::sleep(PAUSE_BETWEEN_RUNS);
             }
         }
@@ -122,12 +122,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-/// One run: spawn the server if asked, run the benchmark, stop the server, and fill
-/// in what only the command knows (the label, the server's writes per delivery).
+/// How long a spawned server may take to shut down after a run.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// One run: spawn the server if asked, run the benchmark, stop it, and fill in what only the command knows (the label, the server's writes
+/// per delivery).
 fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
     let mut config = base.clone();
     let mut spawned = None;
-    let mut server_log = None;
+    // Every spawned process's log, read for its summary lines after the run.
+    let mut logs: Vec<PathBuf> = Vec::new();
     // Lives until the spawned server is stopped.
     let mut temp_cert = None;
     if args.spawn_server {
@@ -136,63 +140,97 @@ fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
         let log = args.server_log.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("loopchat-bench-{}.log", std::process::id()))
         });
-        server_log = Some(log.clone());
-        let s = if args.tls {
-            let cert = TempCert::create()
-                .map_err(|e| format!("cannot make a certificate for the server: {e}"))?;
-            let s = SpawnedServer::start_tls(&exe, &args.server_arg, Some(&log), &cert)
-                .map_err(|e| e.to_string())?;
-            let addr = s.tls_addr().unwrap_or(s.addr());
+        if args.tls {
+            temp_cert = Some(
+                TempCert::create()
+                    .map_err(|e| format!("cannot make a certificate for the server: {e}"))?,
+            );
+        }
+        let listen = Listen {
+            cert: temp_cert.as_ref(),
+            ws: args.ws,
+        };
+        logs.push(log.clone());
+        let started = SpawnedServer::start_with(&exe, &args.server_arg, Some(&log), listen)
+            .map_err(|e| {
+                remove_logs(args, &logs);
+                e.to_string()
+            })?;
+        let servers = std::slice::from_ref(&started);
+        log::info!("spawned loopchat server: {}", describe(servers));
+        config.addrs = servers.iter().map(|s| s.client_addr()).collect();
+        config.server_pids = servers.iter().map(|s| s.pid()).collect();
+        spawned = Some(started);
+        if let Some(cert) = &temp_cert {
             config.tls = Some(config::tls_setup(
-                &addr.ip().to_string(),
+                "127.0.0.1",
                 Some(&cert.cert),
                 args.insecure,
             )?);
-            config.addr = addr;
-            temp_cert = Some(cert);
-            s
-        } else {
-            let s = SpawnedServer::start(&exe, &args.server_arg, Some(&log))
-                .map_err(|e| e.to_string())?;
-            config.addr = s.addr();
-            s
-        };
-        log::info!(
-            "spawned `loopchat server {} {}` (pid {}){}",
-            s.addr(),
-            server_proc::LIFT_LIMITS.join(" "),
-            s.pid(),
-            s.tls_addr()
-                .map(|a| format!(", TLS on {a}"))
-                .unwrap_or_default()
-        );
-        config.server_pid = Some(s.pid());
-        spawned = Some(s);
+        }
     }
 
     let result = super::run_bench(&config);
-    if let Some(mut s) = spawned {
-        s.stop(Duration::from_secs(3));
+    if let Some(s) = spawned.as_mut() {
+        s.stop(STOP_GRACE);
     }
+    drop(spawned);
     drop(temp_cert);
-    let writes = server_log.as_ref().and_then(|path| {
-        let log = std::fs::read_to_string(path).ok();
-        if args.server_log.is_none() {
-            let _ = std::fs::remove_file(path);
-        }
-        server_proc::writes_per_delivery(&log?)
-    });
+    let writes = logs
+        .iter()
+        .filter_map(|path| server_proc::summary_writes(&std::fs::read_to_string(path).ok()?))
+        .reduce(|(d, w), (dd, dw)| (d + dd, w + dw))
+        .filter(|&(deliveries, _)| deliveries > 0)
+        .map(|(deliveries, writes)| writes as f64 / deliveries as f64);
+    remove_logs(args, &logs);
     let mut report = result?;
     if let Some(server) = report.server.as_mut() {
         server.writes_per_delivery = writes;
     }
+    let transport = match (args.ws, args.tls) {
+        (true, true) => " wss",
+        (true, false) => " ws",
+        _ => "",
+    };
     report.label = match &args.label {
         Some(l) => l.clone(),
-        None if args.spawn_server => "loopchat".into(),
+        None if args.spawn_server => format!("loopchat{transport}"),
         None => config
-            .server_pid
-            .and_then(server_proc::program_name)
+            .server_pids
+            .first()
+            .and_then(|&pid| server_proc::program_name(pid))
             .unwrap_or_else(|| report.addr.clone()),
     };
     Ok(report)
+}
+
+/// Removes the temporary logs (not a `--server-log` the user asked to keep).
+fn remove_logs(args: &BenchArgs, logs: &[PathBuf]) {
+    if args.server_log.is_none() {
+        for path in logs {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The spawned servers for the log: command line flags, pids and ports.
+fn describe(servers: &[SpawnedServer]) -> String {
+    let each: Vec<String> = servers
+        .iter()
+        .map(|s| {
+            let mut what = format!("pid {} chat {}", s.pid(), s.addr());
+            if let Some(a) = s.tls_addr() {
+                what.push_str(&format!(", TLS {a}"));
+            }
+            if let Some(a) = s.ws_addr() {
+                what.push_str(&format!(", browsers {a}"));
+            }
+            what
+        })
+        .collect();
+    format!(
+        "{} (flags {})",
+        each.join("; "),
+        server_proc::LIFT_LIMITS.join(" ")
+    )
 }

@@ -2,9 +2,10 @@
 //! (`BenchConfig`, what the phases read). Every rule about which combinations make sense
 //! lives here, so a bad command line fails before a single socket is opened.
 //!
-//! Also owns the source-address list (`--source-ips 127.0.0.1-127.0.0.16`), the TLS
-//! set-up (`--tls`, `--ca`, `--insecure`) and the capacity checks: open files and
-//! ephemeral ports.
+//! Also owns the server addresses (`--addr`, repeatable: clients go round-robin over
+//! them), the source-address list (`--source-ips 127.0.0.1-127.0.0.16`), the TLS set-up
+//! (`--tls`, `--ca`, `--insecure`) and the capacity checks: open files and ephemeral
+//! ports.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -19,6 +20,7 @@ use crate::config::parse_duration;
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
+    group(clap::ArgGroup::new("spawn").args(["spawn_server"])),
     after_help = "\
 Against loopchat, lift its abuse limits for a load test, e.g.
   loopchat server --rate 0 --connect-rate 0 --max-conns-per-ip 0 --max-strikes 0
@@ -30,9 +32,10 @@ pub struct BenchArgs {
     #[command(subcommand)]
     pub tool: Option<super::cli::BenchTool>,
 
-    /// Server address (host:port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub addr: String,
+    /// Server address (host:port); with --ws, the server's --ws-listen address. Repeat
+    /// it to spread the clients over several servers (client i uses address i mod n).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub addr: Vec<String>,
 
     /// Connections to open (measured clients; --stalled ones come on top).
     #[arg(long, default_value_t = 100, value_name = "N")]
@@ -117,26 +120,28 @@ pub struct BenchArgs {
     pub stalled: usize,
 
     /// The server's process id, to report its memory (VmRSS) and CPU time from /proc.
-    #[arg(long, value_name = "PID", conflicts_with = "spawn_server")]
-    pub server_pid: Option<u32>,
+    /// Repeat it for several servers: their memory and CPU are added up.
+    #[arg(long, value_name = "PID", conflicts_with = "spawn")]
+    pub server_pid: Vec<u32>,
 
     /// Start `loopchat server` (this executable) on a free loopback port with abuse
     /// limits lifted, measure it, and stop it at the end.
     #[arg(long, conflicts_with = "addr")]
     pub spawn_server: bool,
 
-    /// Extra flag for the spawned server (repeatable), e.g. `--server-arg=--max-output=65536`.
+    /// Extra flag for the spawned server (repeatable), e.g.
+    /// `--server-arg=--max-output=65536`.
     #[arg(
         long,
         value_name = "ARG",
         allow_hyphen_values = true,
-        requires = "spawn_server"
+        requires = "spawn"
     )]
     pub server_arg: Vec<String>,
 
     /// Where the spawned server's log goes (default: a temporary file, removed after the
     /// run; its summary lines give the write syscalls per delivery).
-    #[arg(long, value_name = "FILE", requires = "spawn_server")]
+    #[arg(long, value_name = "FILE", requires = "spawn")]
     pub server_log: Option<std::path::PathBuf>,
 
     /// Also write the report as JSON to this file.
@@ -168,17 +173,19 @@ pub struct BenchArgs {
     pub tls: bool,
 
     /// With --tls: trust the certificates in this PEM file instead of the system's roots.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls",
-        conflicts_with = "spawn_server"
-    )]
+    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "spawn")]
     pub ca: Option<std::path::PathBuf>,
 
     /// With --tls: do not verify the server's certificate (testing only).
     #[arg(long, requires = "tls", conflicts_with = "ca")]
     pub insecure: bool,
+
+    /// Connect as browsers do: an HTTP upgrade to WebSocket on `GET /ws` of the
+    /// server's --ws-listen address, then one masked text frame per protocol line
+    /// (frames dialect). With --tls, WebSocket over TLS (--wss-listen). With
+    /// --spawn-server, the server gets a browser listener.
+    #[arg(long)]
+    pub ws: bool,
 }
 
 impl Default for BenchArgs {
@@ -224,8 +231,8 @@ impl BenchDialect {
 /// directly (tests and `benches/load.rs` do).
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// Server address.
-    pub addr: SocketAddr,
+    /// Server addresses (at least one); client `i` connects to `addrs[i % addrs.len()]`.
+    pub addrs: Vec<SocketAddr>,
     /// Measured clients.
     pub clients: usize,
     /// Rooms (1 in `lines` mode).
@@ -258,14 +265,16 @@ pub struct BenchConfig {
     pub settle: Duration,
     /// Clients that never read.
     pub stalled: usize,
-    /// Server pid for /proc sampling.
-    pub server_pid: Option<u32>,
+    /// Server pids for /proc sampling (several servers' figures are added up).
+    pub server_pids: Vec<u32>,
     /// Show a progress line on stderr (only honoured when stderr is a terminal).
     pub progress: bool,
     /// Set (e.g. by a Ctrl-C handler) to cut the run short with a partial report.
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Speak TLS: whom to trust and the name to verify (`None`: plain TCP).
     pub tls: Option<TlsSetup>,
+    /// Speak WebSocket (`GET /ws`, one text frame per line) inside the stream.
+    pub ws: bool,
 }
 
 impl BenchConfig {
@@ -283,12 +292,19 @@ impl BenchConfig {
         }
     }
 
-    /// Checks the flags and resolves the address. `addr` overrides `--addr` (used when
+    /// Checks the flags and resolves the addresses. `addr` overrides `--addr` (used when
     /// the harness spawned the server itself).
     pub fn from_args(args: &BenchArgs, addr: Option<SocketAddr>) -> Result<BenchConfig, String> {
-        let addr = match addr {
-            Some(a) => a,
-            None => resolve(&args.addr)?,
+        let addrs = match addr {
+            Some(a) => vec![a],
+            None => args
+                .addr
+                .iter()
+                .map(|a| resolve(a))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let Some(&addr) = addrs.first() else {
+            return Err("--addr: at least one server address is needed".into());
         };
         let senders = args.senders.unwrap_or(args.clients.min(10));
         let rate = match args.total_rate {
@@ -302,17 +318,21 @@ impl BenchConfig {
         };
         let source_ips = parse_source_ips(&args.source_ips, addr)?;
         // A spawned server's certificate does not exist yet: `bench::run` sets it up.
-        let tls = if args.tls && !args.spawn_server {
-            Some(tls_setup(
-                host_of(&args.addr),
-                args.ca.as_deref(),
-                args.insecure,
-            )?)
+        let spawned = args.spawn_server;
+        let tls = if args.tls && !spawned {
+            let host = args.addr.first().map_or("", |a| host_of(a));
+            if args.addr.iter().any(|a| host_of(a) != host) {
+                return Err(
+                    "--tls verifies one name: give every --addr the same host (the ports may differ)"
+                        .into(),
+                );
+            }
+            Some(tls_setup(host, args.ca.as_deref(), args.insecure)?)
         } else {
             None
         };
         let config = BenchConfig {
-            addr,
+            addrs,
             clients: args.clients,
             rooms: args.rooms,
             senders,
@@ -329,10 +349,11 @@ impl BenchConfig {
             hello: args.hello.clone(),
             settle: args.settle,
             stalled: args.stalled,
-            server_pid: args.server_pid,
+            server_pids: args.server_pid.clone(),
             progress: true,
             interrupt: None,
             tls,
+            ws: args.ws,
         };
         config.validate()?;
         Ok(config)
@@ -354,6 +375,16 @@ impl BenchConfig {
                 "--rooms {} is more than --clients {}: some rooms would be empty",
                 self.rooms, self.clients
             ));
+        }
+        if self.addrs.is_empty() {
+            return Err("--addr: at least one server address is needed".into());
+        }
+        if self.ws && self.dialect != BenchDialect::Frames {
+            return Err(
+                "--ws speaks loopchat's frames dialect (one line per text frame): \
+                 use --dialect frames"
+                    .into(),
+            );
         }
         if self.dialect == BenchDialect::Lines && self.rooms != 1 {
             return Err("--dialect lines has no rooms: use --rooms 1".into());
@@ -400,14 +431,38 @@ impl BenchConfig {
             return Err("--hello must be a single line".into());
         }
         for ip in &self.source_ips {
-            if ip.is_ipv4() != self.addr.is_ipv4() {
-                return Err(format!(
-                    "source address {ip} and server address {} are of different IP versions",
-                    self.addr
-                ));
+            for addr in &self.addrs {
+                if ip.is_ipv4() != addr.is_ipv4() {
+                    return Err(format!(
+                        "source address {ip} and server address {addr} are of different IP \
+                         versions"
+                    ));
+                }
             }
         }
         Ok(())
+    }
+
+    /// The server address client `id` connects to: round-robin over the addresses.
+    pub fn addr_of(&self, id: usize) -> SocketAddr {
+        self.addrs[id % self.addrs.len()]
+    }
+
+    /// Each address with the number of connections (stalled ones included) it gets.
+    pub fn spread(&self) -> Vec<(SocketAddr, usize)> {
+        let n = self.addrs.len();
+        let total = self.connections();
+        self.addrs
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| (a, (total + n - 1 - k) / n))
+            .collect()
+    }
+
+    /// The addresses as one text, for reports and messages.
+    pub fn addrs_text(&self) -> String {
+        let shown: Vec<String> = self.addrs.iter().map(ToString::to_string).collect();
+        shown.join(", ")
     }
 
     /// All connections: measured clients plus stalled ones.
@@ -567,6 +622,49 @@ mod tests {
         c.dialect = BenchDialect::Lines;
         c.rooms = 2;
         assert!(c.validate().unwrap_err().contains("--rooms"));
+    }
+
+    #[test]
+    fn clients_go_round_robin_over_the_addresses() {
+        let mut c = BenchConfig::new(server());
+        let other: SocketAddr = "127.0.0.1:10".parse().unwrap();
+        c.addrs.push(other);
+        c.clients = 5;
+        c.senders = 2;
+        c.stalled = 2;
+        assert_eq!(c.addr_of(0), server());
+        assert_eq!(c.addr_of(1), other);
+        assert_eq!(c.addr_of(6), server());
+        assert_eq!(c.spread(), [(server(), 4), (other, 3)]);
+        assert_eq!(c.addrs_text(), "127.0.0.1:9, 127.0.0.1:10");
+        c.addrs.push("[::1]:9".parse().unwrap());
+        assert!(c.validate().unwrap_err().contains("IP versions"));
+        c.addrs.clear();
+        assert!(c.validate().unwrap_err().contains("--addr"));
+    }
+
+    #[test]
+    fn repeated_flags_parse_and_ws_needs_frames() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let parse = |line: &[&str]| {
+            Wrapper::try_parse_from(std::iter::once("bench").chain(line.iter().copied()))
+                .map(|w| w.args)
+        };
+        let a = parse(&["--addr", "127.0.0.1:1", "--addr", "127.0.0.1:2"]).unwrap();
+        let c = BenchConfig::from_args(&a, None).unwrap();
+        assert_eq!(c.addrs.len(), 2);
+        assert_eq!(parse(&[]).unwrap().addr, ["127.0.0.1:8080"]);
+        let a = parse(&["--server-pid", "1", "--server-pid", "2"]).unwrap();
+        assert_eq!(a.server_pid, [1, 2]);
+        let a = parse(&["--ws", "--dialect", "irc"]).unwrap();
+        let e = BenchConfig::from_args(&a, None).unwrap_err();
+        assert!(e.contains("--ws"), "{e}");
+        assert!(parse(&["--server-arg=--coalesce=0"]).is_err());
     }
 
     #[test]

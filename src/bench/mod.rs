@@ -1,9 +1,10 @@
 //! `loopchat bench`: the load harness. It drives any server that speaks the line
-//! protocol, plain lines or IRC, over plain TCP or TLS, from one process and reports
-//! connection counts, phase times, TLS handshakes (per second, latency), deliveries
-//! (expected, received, lost, duplicated, reordered), throughput, latency percentiles
-//! and, given the server's pid, its memory and CPU time; once or over `--repeat` runs,
-//! and its reports can be drawn (`plot`) and compared (`compare`).
+//! protocol, plain lines or IRC, over plain TCP, TLS or WebSocket, from one process,
+//! against one server or spread over several, and reports connection counts, phase
+//! times, handshakes (per second, latency), deliveries (expected, received, lost,
+//! duplicated, reordered), throughput, latency percentiles and, given the servers'
+//! pids, their memory and CPU time; once or over `--repeat` runs, and its reports can
+//! be drawn (`plot`) and compared (`compare`).
 //!
 //! # Layout
 //!
@@ -156,17 +157,21 @@ const TICK: Duration = Duration::from_millis(2);
 impl Coordinator {
     fn run(mut self) -> Report {
         let c = Arc::clone(&self.config);
-        let pid = c.server_pid;
-        let cpu0 = pid.and_then(server_proc::cpu_seconds);
-        let rss_before = pid.and_then(server_proc::rss_bytes);
-        if let Some(pid) = pid {
-            if rss_before.is_none() {
+        let pids = &c.server_pids[..];
+        let cpu0 = server_proc::cpu_sum(pids);
+        let rss_before = server_proc::rss_sum(pids);
+        for &pid in pids {
+            if server_proc::rss_bytes(pid).is_none() {
                 self.abort(format!("server process {pid} not found in /proc"));
-            } else if server_proc::listens_on(pid, c.addr) == Some(false) {
+            } else if c
+                .addrs
+                .iter()
+                .all(|&a| server_proc::listens_on(pid, a) == Some(false))
+            {
                 self.problems.push(format!(
                     "process {pid} does not listen on {}: its memory and CPU are not the \
                      server's (a wrapper shell or `cargo run`? give the server's own pid)",
-                    c.addr
+                    c.addrs_text()
                 ));
             }
         }
@@ -178,7 +183,7 @@ impl Coordinator {
             let why = self.first_failure();
             self.abort(format!(
                 "no connection to {} could be established{why}",
-                c.addr
+                c.addrs_text()
             ));
         }
         let join_secs = if self.aborted {
@@ -202,7 +207,7 @@ impl Coordinator {
             }
             idle_secs = start.elapsed().as_secs_f64();
         }
-        let rss_joined = pid.and_then(server_proc::rss_bytes);
+        let rss_joined = server_proc::rss_sum(pids);
 
         let mut steady_secs = 0.0;
         let mut drain_secs = 0.0;
@@ -210,7 +215,7 @@ impl Coordinator {
         let mut cpu_load0 = None;
         let loaded = c.senders > 0 && !c.duration.is_zero();
         if !self.aborted && loaded {
-            cpu_load0 = pid.and_then(server_proc::cpu_seconds);
+            cpu_load0 = server_proc::cpu_sum(pids);
             // Start a moment ahead so every worker sees the same time zero.
             let start = Instant::now() + Duration::from_millis(5);
             let start_us = start.duration_since(self.shared.epoch).as_micros() as u64;
@@ -222,11 +227,11 @@ impl Coordinator {
             // Runs even after an abort: it counts what was expected.
             drain_secs = self.phase(Phase::Drain, c.drain_timeout);
         }
-        let cpu_end = pid.and_then(server_proc::cpu_seconds);
+        let cpu_end = server_proc::cpu_sum(pids);
         if !self.aborted && c.stalled > 0 {
             self.phase(Phase::Stall, STALL_LIMIT);
         }
-        let rss_after = pid.and_then(server_proc::rss_bytes);
+        let rss_after = server_proc::rss_sum(pids);
         let mut t = Tally::default();
         for w in &self.finish() {
             if t.merge(w).is_err() {
@@ -238,8 +243,13 @@ impl Coordinator {
         failures.sort_by_key(|f| std::cmp::Reverse(f.1));
 
         let mut r = Report {
-            addr: c.addr.to_string(),
-            label: c.addr.to_string(),
+            addr: c.addrs_text(),
+            addrs: c
+                .spread()
+                .into_iter()
+                .map(|(a, n)| (a.to_string(), n))
+                .collect(),
+            label: c.addrs_text(),
             dialect: c.dialect.as_str(),
             clients: c.clients,
             stalled: c.stalled,
@@ -250,6 +260,7 @@ impl Coordinator {
             threads: c.threads,
             source_ips: c.source_ips.len(),
             tls: c.tls.is_some(),
+            ws: c.ws,
             handshakes: t.handshake.len(),
             handshake_latency: Latency::of(&t.handshake),
             established: t.connected,
@@ -290,14 +301,14 @@ impl Coordinator {
         if r.connect_secs > 0.0 {
             r.handshakes_per_sec = r.handshakes as f64 / r.connect_secs;
         }
-        if let Some(pid) = pid {
+        if !pids.is_empty() {
             let alive = rss_after.is_some();
             let rss_per_conn = match (rss_before, rss_joined) {
                 (Some(b), Some(j)) if r.joined > 0 => Some((j as f64 - b as f64) / r.joined as f64),
                 _ => None,
             };
             r.server = Some(ServerStats {
-                pid,
+                pids: pids.to_vec(),
                 rss_before,
                 rss_joined,
                 rss_after,
@@ -308,8 +319,9 @@ impl Coordinator {
                 writes_per_delivery: None,
             });
             if !alive {
+                let gone = server_proc::first_gone(pids).unwrap_or_default();
                 self.problems
-                    .push(format!("the server process {pid} was gone at the end"));
+                    .push(format!("the server process {gone} was gone at the end"));
             }
         }
         r.problems = self.problems_for(&r);
@@ -395,12 +407,10 @@ impl Coordinator {
         {
             self.abort("interrupted".into());
         }
-        if !self.aborted
-            && let Some(pid) = self.config.server_pid
-            && self.last_proc_check.elapsed() >= Duration::from_millis(100)
-        {
+        if !self.aborted && self.last_proc_check.elapsed() >= Duration::from_millis(100) {
             self.last_proc_check = Instant::now();
-            if server_proc::rss_bytes(pid).is_none() {
+            let c = Arc::clone(&self.config);
+            if let Some(pid) = server_proc::first_gone(&c.server_pids) {
                 self.abort(format!("the server process {pid} exited during the run"));
             }
         }

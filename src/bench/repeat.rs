@@ -120,9 +120,9 @@ pub const FIGURES: [Figure; 19] = [
     },
     Figure {
         key: "handshakes_per_sec",
-        name: "TLS handshakes/s",
+        name: "handshakes/s",
         better: Better::Higher,
-        get: |r| r.tls.then_some(r.handshakes_per_sec),
+        get: |r| (r.tls || r.ws).then_some(r.handshakes_per_sec),
     },
     Figure {
         key: "handshake_p99_ms",
@@ -286,6 +286,9 @@ impl Repeated {
             j.num("payload", r.payload as f64);
             j.key("tls");
             j.raw(if r.tls { "true" } else { "false" });
+            j.key("ws");
+            j.raw(if r.ws { "true" } else { "false" });
+            j.num("servers", r.addrs.len().max(1) as f64);
         }
         j.num("repeat", self.runs.len() as f64);
         j.key("figures");

@@ -89,11 +89,12 @@ impl Latency {
     }
 }
 
-/// What `/proc` said about the server process.
+/// What `/proc` said about the server process (or processes, added up: a cluster's
+/// nodes, or several `--server-pid`s).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerStats {
-    /// Its process id.
-    pub pid: u32,
+    /// Their process ids (at least one).
+    pub pids: Vec<u32>,
     /// Resident memory before the first connect, bytes.
     pub rss_before: Option<u64>,
     /// Resident memory with every client joined (after the idle phase, if any), bytes.
@@ -116,8 +117,10 @@ pub struct ServerStats {
 /// appear only in `stalled` and `stalled_evicted`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
-    /// Server address.
+    /// Server address (several: comma-separated).
     pub addr: String,
+    /// Each server address with the connections it was given (round-robin).
+    pub addrs: Vec<(String, usize)>,
     /// The server's name for legends and comparisons (`--label`; the address unless the
     /// command line knows better).
     pub label: String,
@@ -141,6 +144,8 @@ pub struct Report {
     pub source_ips: usize,
     /// Whether the clients spoke TLS.
     pub tls: bool,
+    /// Whether the clients spoke WebSocket (`--ws`).
+    pub ws: bool,
 
     /// Connections established (stalled ones included).
     pub established: u64,
@@ -159,13 +164,14 @@ pub struct Report {
     /// The first few distinct `ERROR:` lines.
     pub server_error_samples: Vec<String>,
 
-    /// TLS handshakes completed.
+    /// TLS handshakes and/or WebSocket upgrades completed (a connection that does
+    /// both counts once).
     pub handshakes: u64,
-    /// Handshakes completed per second of the connect phase (which, over TLS, ends
-    /// when the last handshake does).
+    /// Handshakes completed per second of the connect phase (which, over TLS or
+    /// WebSocket, ends when the last handshake does).
     pub handshakes_per_sec: f64,
-    /// Time from a connect's start to its TLS handshake's end (None without TLS
-    /// handshakes).
+    /// Time from a connect's start to the end of its TLS handshake and WebSocket
+    /// upgrade (None without either).
     pub handshake_latency: Option<Latency>,
 
     /// Connect phase, seconds.
@@ -231,7 +237,7 @@ impl Report {
         format!(
             "{who} ({}{}), {} clients{} in {} room(s), {}, {} thread(s), {} source address(es)",
             self.dialect,
-            if self.tls { " over TLS" } else { "" },
+            self.transport(),
             self.clients,
             if self.stalled > 0 {
                 format!(" + {} stalled", self.stalled)
@@ -252,11 +258,37 @@ impl Report {
         )
     }
 
+    /// What the lines travel in, as words after the dialect: empty for plain TCP.
+    pub fn transport(&self) -> &'static str {
+        match (self.ws, self.tls) {
+            (false, false) => "",
+            (false, true) => " over TLS",
+            (true, false) => " over WebSocket",
+            (true, true) => " over WebSocket over TLS",
+        }
+    }
+
+    /// What a handshake is in this run, for the table.
+    fn handshake_kind(&self) -> &'static str {
+        match (self.ws, self.tls) {
+            (true, true) => "TLS handshakes + WebSocket upgrades",
+            (true, false) => "WebSocket upgrades",
+            _ => "TLS handshakes",
+        }
+    }
+
     /// The report as one JSON object.
     pub fn to_json(&self) -> String {
         let mut j = Json::default();
         j.open();
         j.str("addr", &self.addr);
+        j.key("addrs");
+        let shown: Vec<String> = self.addrs.iter().map(|(a, _)| a.clone()).collect();
+        j.list(&shown);
+        j.key("addr_connections");
+        let counts: Vec<f64> = self.addrs.iter().map(|&(_, n)| n as f64).collect();
+        j.numbers(&counts);
+        j.num("servers", self.addrs.len().max(1) as f64);
         j.str("label", &self.label);
         j.str("dialect", self.dialect);
         j.num("clients", self.clients as f64);
@@ -269,6 +301,8 @@ impl Report {
         j.num("source_ips", self.source_ips as f64);
         j.key("tls");
         j.raw(if self.tls { "true" } else { "false" });
+        j.key("ws");
+        j.raw(if self.ws { "true" } else { "false" });
         j.num("established", self.established as f64);
         j.num("connect_failed", self.connect_failed as f64);
         j.num("joined", self.joined as f64);
@@ -320,7 +354,10 @@ impl Report {
         match &self.server {
             Some(s) => {
                 j.open();
-                j.num("pid", f64::from(s.pid));
+                j.num("pid", s.pids.first().map_or(0.0, |&p| f64::from(p)));
+                j.key("pids");
+                let pids: Vec<f64> = s.pids.iter().map(|&p| f64::from(p)).collect();
+                j.numbers(&pids);
                 j.opt("rss_before", s.rss_before.map(|v| v as f64));
                 j.opt("rss_joined", s.rss_joined.map(|v| v as f64));
                 j.opt("rss_after", s.rss_after.map(|v| v as f64));
@@ -372,6 +409,22 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let row = |f: &mut fmt::Formatter<'_>, k: &str, v: String| writeln!(f, "  {k:<14}{v}");
         writeln!(f, "loopchat bench: {}", self.scenario())?;
+        if self.addrs.len() > 1 {
+            let each: Vec<String> = self
+                .addrs
+                .iter()
+                .map(|(a, n)| format!("{a} ({n})"))
+                .collect();
+            row(
+                f,
+                "servers",
+                format!(
+                    "{} addresses, connections round-robin: {}",
+                    self.addrs.len(),
+                    each.join(", ")
+                ),
+            )?;
+        }
         let total = self.clients + self.stalled;
         row(
             f,
@@ -398,7 +451,7 @@ impl fmt::Display for Report {
                 self.drain_secs
             ),
         )?;
-        if self.tls {
+        if self.tls || self.ws {
             let percentiles = match &self.handshake_latency {
                 Some(l) => format!(
                     "; ms p50 {}  p99 {}  max {}",
@@ -412,8 +465,10 @@ impl fmt::Display for Report {
                 f,
                 "handshakes",
                 format!(
-                    "{} TLS handshakes, {:.0}/s{percentiles}",
-                    self.handshakes, self.handshakes_per_sec
+                    "{} {}, {:.0}/s{percentiles}",
+                    self.handshakes,
+                    self.handshake_kind(),
+                    self.handshakes_per_sec
                 ),
             )?;
         }
@@ -480,12 +535,16 @@ impl fmt::Display for Report {
             )?;
         }
         if let Some(s) = &self.server {
+            let pids: Vec<String> = s.pids.iter().map(ToString::to_string).collect();
+            let who = match pids.len() {
+                1 => format!("pid {}", pids[0]),
+                _ => format!("pids {} (added up)", pids.join(", ")),
+            };
             row(
                 f,
                 "server RSS",
                 format!(
-                    "pid {}: {} before, {} joined, {} after; {} per connection",
-                    s.pid,
+                    "{who}: {} before, {} joined, {} after; {} per connection",
                     opt_bytes(s.rss_before),
                     opt_bytes(s.rss_joined),
                     opt_bytes(s.rss_after),

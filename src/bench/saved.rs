@@ -32,7 +32,7 @@ pub struct Saved {
 }
 
 /// The settings compared to tell whether two reports ran the same scenario.
-const SETTINGS: [&str; 7] = [
+const SETTINGS: [&str; 9] = [
     "clients",
     "stalled",
     "rooms",
@@ -40,6 +40,8 @@ const SETTINGS: [&str; 7] = [
     "rate_per_sender",
     "payload",
     "tls",
+    "ws",
+    "servers",
 ];
 
 impl Saved {

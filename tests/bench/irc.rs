@@ -67,7 +67,7 @@ fn irc_dialect_against_ngircd_if_installed() {
         return;
     };
     let mut config = irc(ngircd.addr);
-    config.server_pid = Some(ngircd.child.id());
+    config.server_pids = vec![ngircd.child.id()];
     let r = run(&config);
     assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
     assert_eq!(r.received, r.expected);

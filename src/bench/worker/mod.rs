@@ -2,9 +2,10 @@
 //! through the phases the coordinator (`bench::run_bench`) announces.
 //!
 //! It owns the sockets and everything per client: connect with bounded concurrency from
-//! the source addresses, complete the TLS handshake (with `--tls`; timed from the
-//! connect's start), join and wait for the server's answer, send paced messages,
-//! receive and classify deliveries, notice closes. It does not own phase order or
+//! the source addresses to the client's server address, complete the TLS handshake
+//! (with `--tls`) and the WebSocket upgrade (with `--ws`; both timed from the connect's
+//! start), join and wait for the server's answer, send paced messages, receive and
+//! classify deliveries, answer WebSocket pings and closes, notice closes. It does not own phase order or
 //! timing of the run as a whole, and never blocks: between phases it keeps reading, so
 //! the server never waits on the harness.
 //!
@@ -12,10 +13,12 @@
 //! that phase's hooks ([`phases`]), reads and classifies lines, queues and flushes
 //! output, and records closes and failures. Which clients a worker owns, their rooms
 //! and who sends follow [`Layout`]; socket set-up is in [`sockets`](super::sockets);
-//! the counts are a [`Tally`].
+//! the counts are a [`Tally`]; `worker::ws` is a client's WebSocket upgrade and
+//! frames, over the pure codec in [`websocket`](super::websocket).
 
 mod irc;
 mod phases;
+mod ws;
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use super::config::BenchConfig;
 use super::contract::{Layout, Phase, Shared, WAKE};
 use super::marker::{Marker, Needle};
 use super::tally::{Inbox, Tally};
+use super::websocket::{Masks, WsReader};
 use crate::client::transport::{Transport, handshake_error};
 use crate::codec::{LineError, LineReader};
 use crate::outq::{BufferPool, OutQueue};
@@ -42,6 +46,8 @@ enum State {
     Connecting,
     /// TCP connected, TLS handshake under way (`--tls` only).
     Handshaking,
+    /// WebSocket upgrade request sent, waiting for the 101 (`--ws` only).
+    Upgrading,
     /// Connected, not joined.
     Connected,
     /// IRC: `NICK`/`USER` sent, waiting for `001` before joining.
@@ -70,6 +76,8 @@ struct Client {
     /// When its connect started (for the handshake latency).
     started: Option<Instant>,
     reader: LineReader,
+    /// With `--ws`: the upgrade answer, then the server's frames (empty otherwise).
+    ws: WsReader,
     /// Output not yet written.
     out: OutQueue,
     /// Whether the join was acknowledged (stays true after a close).
@@ -119,6 +127,10 @@ pub struct Worker {
     pool: BufferPool,
     readbuf: Vec<u8>,
     line: Vec<u8>,
+    /// Scratch for one WebSocket frame on its way out.
+    frame: Vec<u8>,
+    /// Masks for the WebSocket frames this worker's clients send.
+    masks: Masks,
 
     phase: Phase,
     /// What to do in `phase`.
@@ -166,6 +178,7 @@ impl Worker {
                 stream: None,
                 started: None,
                 reader: LineReader::default(),
+                ws: WsReader::default(),
                 out: OutQueue::default(),
                 joined: false,
                 inbox: Inbox::new(id, &layout),
@@ -192,6 +205,8 @@ impl Worker {
             pool: BufferPool::default(),
             readbuf: vec![0; 64 * 1024],
             line: Vec::with_capacity(256),
+            frame: Vec::with_capacity(256),
+            masks: Masks::new((u64::from(run_id) << 32) | index as u64),
             phase: Phase::Start,
             hooks: phases::hooks(Phase::Start, config.dialect),
             phase_done: false,
@@ -304,7 +319,7 @@ impl Worker {
             let reading = !c.stalled
                 || matches!(
                     c.state,
-                    State::Handshaking | State::Registering | State::Joining
+                    State::Handshaking | State::Upgrading | State::Registering | State::Joining
                 )
                 || self.phase == Phase::Stall;
             if reading {
@@ -320,6 +335,25 @@ impl Worker {
     fn queue(&mut self, i: usize, bytes: &[u8]) {
         self.clients[i].out.push(bytes, &mut self.pool);
         self.flush(i);
+    }
+
+    /// Queues one protocol line, given without its end: with `\n` (IRC: `\r\n`) over a
+    /// byte stream, as one masked text frame over WebSocket. `line` is scratch: its
+    /// end may be appended.
+    fn queue_line(&mut self, i: usize, line: &mut Vec<u8>) {
+        if self.config.ws {
+            let mut frame = std::mem::take(&mut self.frame);
+            frame.clear();
+            super::websocket::text(line, self.masks.next_mask(), &mut frame);
+            self.queue(i, &frame);
+            self.frame = frame;
+        } else {
+            if self.config.dialect == super::BenchDialect::Irc {
+                line.push(b'\r');
+            }
+            line.push(b'\n');
+            self.queue(i, line);
+        }
     }
 
     /// Writes queued output (and TLS records rustls holds) until the socket would
@@ -353,12 +387,20 @@ impl Worker {
         loop {
             let c = &mut self.clients[i];
             let handshaking = c.state == State::Handshaking;
+            let upgrading = c.state == State::Upgrading;
             let Some(stream) = c.stream.as_mut() else {
                 break;
             };
             match stream.read(&mut buf) {
                 Ok(0) if handshaking => {
                     self.close(i, "closed by the server during the TLS handshake".into());
+                    break;
+                }
+                Ok(0) if upgrading => {
+                    self.close(
+                        i,
+                        "closed by the server during the WebSocket upgrade".into(),
+                    );
                     break;
                 }
                 Ok(0) => {
@@ -375,7 +417,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if handshaking => {
-                    let addr = self.config.addr.to_string();
+                    let addr = self.config.addr_of(self.clients[i].id).to_string();
                     let why = handshake_error(&e, &addr, self.config.phase_timeout);
                     self.close(i, format!("TLS handshake failed: {why}"));
                     break;
@@ -393,6 +435,10 @@ impl Worker {
         if self.clients[i].stalled && self.phase == Phase::Stall {
             // Only eviction matters now; the contents are not measured.
             self.clients[i].last_data = Some(now);
+            return;
+        }
+        if self.config.ws {
+            self.on_ws_bytes(i, data, now);
             return;
         }
         let now_us = now.duration_since(self.shared.epoch).as_micros() as u64;
@@ -423,6 +469,7 @@ impl Worker {
             c.state,
             State::Connecting
                 | State::Handshaking
+                | State::Upgrading
                 | State::Connected
                 | State::Registering
                 | State::Joining
@@ -434,8 +481,9 @@ impl Worker {
             let _ = self.poll.registry().deregister(s.socket_mut());
             self.live -= 1;
         }
-        // Nothing more can be written: the buffer goes back to the pool.
+        // Nothing more can be written or read: the buffers go.
         c.out.clear(&mut self.pool);
+        c.ws.clear();
         c.state = State::Closed;
         if c.stalled {
             self.tally.stalled_evicted += 1;
@@ -458,14 +506,15 @@ impl Worker {
             let _ = self.poll.registry().deregister(s.socket_mut());
             self.live -= 1;
         }
-        // Nothing more can be written: the buffer goes back to the pool.
+        // Nothing more can be written or read: the buffers go.
         c.out.clear(&mut self.pool);
+        c.ws.clear();
         let join_phase = matches!(
             c.state,
             State::Connected | State::Registering | State::Joining
         );
         match c.state {
-            State::Connecting | State::Handshaking => self.connecting -= 1,
+            State::Connecting | State::Handshaking | State::Upgrading => self.connecting -= 1,
             State::Registering | State::Joining => self.joining -= 1,
             _ => {}
         }
@@ -485,10 +534,13 @@ impl Worker {
     }
 
     fn finish(mut self) -> Tally {
-        // Dropping the streams closes them (over TLS after a close_notify, so the
-        // server sees a clean end); the counts are final.
-        for c in &mut self.clients {
-            if let Some(mut s) = c.stream.take() {
+        // Dropping the streams closes them (after a WebSocket close frame and a TLS
+        // close_notify, so the server sees a clean end); the counts are final.
+        for i in 0..self.clients.len() {
+            if self.config.ws && self.clients[i].stream.is_some() {
+                self.send_ws_close(i);
+            }
+            if let Some(mut s) = self.clients[i].stream.take() {
                 let _ = s.close_notify();
             }
         }
@@ -509,6 +561,10 @@ struct LineCtx<'a> {
 impl LineCtx<'_> {
     fn on_line(&mut self, line: &[u8]) {
         let w = &mut *self.worker;
+        if w.clients[self.i].stream.is_none() {
+            // Closed by an earlier line of the same read (a failed join or write).
+            return;
+        }
         if let Some(m) = w.needle.find(line) {
             self.on_delivery(m);
             return;

@@ -122,8 +122,9 @@ impl Worker {
         for i in 0..self.clients.len() {
             match self.clients[i].state {
                 State::Connecting => self.fail(i, late.into()),
-                State::Handshaking if abort => self.fail(i, late.into()),
+                State::Handshaking | State::Upgrading if abort => self.fail(i, late.into()),
                 State::Handshaking => self.fail(i, "TLS handshake timed out".into()),
+                State::Upgrading => self.fail(i, "WebSocket upgrade timed out".into()),
                 State::New => self.fail(i, never.into()),
                 _ => {}
             }
@@ -134,14 +135,16 @@ impl Worker {
 
     fn start_connect(&mut self, i: usize) {
         let c = &self.config;
+        let id = self.clients[i].id;
         let src = if c.source_ips.is_empty() {
             None
         } else {
-            Some(c.source_ips[self.clients[i].id % c.source_ips.len()])
+            Some(c.source_ips[id % c.source_ips.len()])
         };
+        let addr = c.addr_of(id);
         self.clients[i].started = Some(Instant::now());
-        let opened = sockets::open(c.addr, src, self.clients[i].stalled)
-            .map_err(|e| sockets::connect_error(&e, c.addr))
+        let opened = sockets::open(addr, src, self.clients[i].stalled)
+            .map_err(|e| sockets::connect_error(&e, addr))
             .and_then(|sock| match &c.tls {
                 // The ClientHello waits in rustls until the connect completes.
                 Some(tls) => tls
@@ -172,7 +175,8 @@ impl Worker {
     }
 
     /// Checks a connecting socket after an event. Returns whether it is now connected
-    /// (over TLS: handshaking, with the ClientHello on its way).
+    /// (over TLS: handshaking, with the ClientHello on its way; over WebSocket:
+    /// upgrading, with the request on its way).
     pub(super) fn check_connect(&mut self, i: usize) -> bool {
         let Some(stream) = &self.clients[i].stream else {
             return false;
@@ -183,35 +187,46 @@ impl Worker {
                 self.flush(i);
                 self.clients[i].state == State::Handshaking
             }
+            Ok(true) if self.config.ws => {
+                self.send_upgrade(i);
+                self.clients[i].state == State::Upgrading
+            }
             Ok(true) => {
                 self.connected(i);
                 true
             }
             Ok(false) => false,
             Err(e) => {
-                let why = sockets::connect_error(&e, self.config.addr);
+                let why = sockets::connect_error(&e, self.config.addr_of(self.clients[i].id));
                 self.fail(i, why);
                 false
             }
         }
     }
 
-    /// After I/O on a handshaking client: once its handshake is done it counts as
-    /// connected, and the handshake's time from the connect's start is recorded.
+    /// After I/O on a handshaking client: once its TLS handshake is done it upgrades
+    /// to WebSocket (`--ws`) or is connected.
     pub(super) fn check_handshake(&mut self, i: usize) {
         let c = &self.clients[i];
         if c.stream.as_ref().is_none_or(|s| s.is_handshaking()) {
             return;
         }
-        if let Some(started) = c.started {
+        if self.config.ws {
+            self.send_upgrade(i);
+        } else {
+            self.connected(i);
+        }
+    }
+
+    /// A connection is ready for the join. After a TLS handshake or a WebSocket
+    /// upgrade, the time from the connect's start is recorded.
+    pub(super) fn connected(&mut self, i: usize) {
+        if (self.config.tls.is_some() || self.config.ws)
+            && let Some(started) = self.clients[i].started
+        {
             let us = started.elapsed().as_micros() as u64;
             self.tally.handshake.saturating_record(us.max(1));
         }
-        self.connected(i);
-    }
-
-    /// A connection is ready for the join.
-    fn connected(&mut self, i: usize) {
         self.connecting -= 1;
         self.clients[i].state = State::Connected;
         self.tally.connected += 1;
@@ -299,12 +314,15 @@ impl Worker {
         let id = self.clients[i].id;
         let room = self.clients[i].room;
         let mut out = std::mem::take(&mut self.line);
-        out.clear();
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "JOIN:{p}{id}\nJOIN:#{p}{room}\n", p = self.prefix);
         self.clients[i].state = State::Joining;
         self.joining += 1;
-        self.queue(i, &out);
+        // Writing to a Vec cannot fail.
+        out.clear();
+        let _ = write!(out, "JOIN:{}{id}", self.prefix);
+        self.queue_line(i, &mut out);
+        out.clear();
+        let _ = write!(out, "JOIN:#{}{room}", self.prefix);
+        self.queue_line(i, &mut out);
         self.line = out;
     }
 
@@ -396,13 +414,9 @@ impl Worker {
             BenchDialect::Lines => {}
         }
         self.needle.encode(marker, self.config.payload, &mut out);
-        if self.config.dialect == BenchDialect::Irc {
-            out.push(b'\r');
-        }
-        out.push(b'\n');
         self.clients[i].sent = seq;
         self.tally.sent += 1;
-        self.queue(i, &out);
+        self.queue_line(i, &mut out);
         self.line = out;
     }
 
