@@ -1,8 +1,8 @@
 //! The `loopchat bench` command: from its flags to the printed table and the files.
 //!
 //! It checks the flags, handles Ctrl-C, and runs the benchmark `--repeat` times (with
-//! `--spawn-server`, each run against a fresh server, so no run inherits another's
-//! memory or backlog), then prints one report (or, over several runs, the median and
+//! `--spawn-server` or `--spawn-cluster`, each run against fresh servers, so no run
+//! inherits another's memory or backlog), then prints one report (or, over several runs, the median and
 //! min–max of every figure) and writes `--json` and `--hgrm`. `plot` and `compare` are
 //! dispatched from here to their own modules. The runs themselves are
 //! [`run_bench`](super::run_bench)'s.
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::cluster::{self, Cluster};
 use super::compare::{self, CompareArgs};
 use super::config::{self, BenchArgs, BenchConfig};
 use super::plot::{self, PlotArgs};
@@ -48,7 +49,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     // Check the flags before spawning anything; the spawned server's address replaces
     // the placeholder.
-    let spawning = args.spawn_server;
+    let spawning = args.spawn_server || args.spawn_cluster.is_some();
     let placeholder = spawning.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let mut config = match BenchConfig::from_args(&args, placeholder) {
         Ok(c) => c,
@@ -122,10 +123,35 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-/// How long a spawned server may take to shut down after a run.
+/// What one run started: one server, or a cluster. Dropping it stops everything (the
+/// children are killed and reaped even when the run fails).
+enum Spawned {
+    One(SpawnedServer),
+    Cluster(Cluster),
+}
+
+impl Spawned {
+    /// The loopchat servers (a cluster's nodes, in order).
+    fn servers(&self) -> &[SpawnedServer] {
+        match self {
+            Spawned::One(s) => std::slice::from_ref(s),
+            Spawned::Cluster(c) => c.nodes(),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Spawned::One(s) => s.stop(STOP_GRACE),
+            Spawned::Cluster(c) => c.stop(STOP_GRACE),
+        }
+    }
+}
+
+/// How long a spawned server (or node, or Redis) may take to shut down after a run.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// One run: spawn the server if asked, run the benchmark, stop it, and fill in what only the command knows (the label, the server's writes
+/// One run: spawn the server (or cluster) if asked, run the benchmark, stop what was
+/// spawned, and fill in what only the command knows (the label, the server's writes
 /// per delivery).
 fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
     let mut config = base.clone();
@@ -134,7 +160,7 @@ fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
     let mut logs: Vec<PathBuf> = Vec::new();
     // Lives until the spawned server is stopped.
     let mut temp_cert = None;
-    if args.spawn_server {
+    if args.spawn_server || args.spawn_cluster.is_some() {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find my own executable to spawn the server: {e}"))?;
         let log = args.server_log.clone().unwrap_or_else(|| {
@@ -150,14 +176,40 @@ fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
             cert: temp_cert.as_ref(),
             ws: args.ws,
         };
-        logs.push(log.clone());
-        let started = SpawnedServer::start_with(&exe, &args.server_arg, Some(&log), listen)
-            .map_err(|e| {
-                remove_logs(args, &logs);
-                e.to_string()
-            })?;
-        let servers = std::slice::from_ref(&started);
-        log::info!("spawned loopchat server: {}", describe(servers));
+        let started = match args.spawn_cluster {
+            Some(n) => {
+                let n = usize::from(n);
+                let redis_log = cluster::redis_log(&log);
+                logs.extend((1..=n).map(|k| cluster::node_log(&log, k)));
+                logs.push(redis_log.clone());
+                let node_log = |k| cluster::node_log(&log, k);
+                Cluster::start(&exe, n, &args.server_arg, &redis_log, node_log, listen)
+                    .map(Spawned::Cluster)
+            }
+            None => {
+                logs.push(log.clone());
+                SpawnedServer::start_with(&exe, &args.server_arg, Some(&log), listen)
+                    .map(Spawned::One)
+            }
+        };
+        let started = started.map_err(|e| {
+            remove_logs(args, &logs);
+            e.to_string()
+        })?;
+        let servers = started.servers();
+        match &started {
+            Spawned::Cluster(c) => {
+                log::info!(
+                    "spawned redis-server on {} (pid {}) and {} loopchat servers: {}",
+                    c.redis().addr(),
+                    c.redis().pid(),
+                    servers.len(),
+                    describe(servers)
+                );
+                config.redis_pid = Some(c.redis().pid());
+            }
+            Spawned::One(_) => log::info!("spawned loopchat server: {}", describe(servers)),
+        }
         config.addrs = servers.iter().map(|s| s.client_addr()).collect();
         config.server_pids = servers.iter().map(|s| s.pid()).collect();
         spawned = Some(started);
@@ -172,7 +224,7 @@ fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
 
     let result = super::run_bench(&config);
     if let Some(s) = spawned.as_mut() {
-        s.stop(STOP_GRACE);
+        s.stop();
     }
     drop(spawned);
     drop(temp_cert);
@@ -195,6 +247,7 @@ fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
     report.label = match &args.label {
         Some(l) => l.clone(),
         None if args.spawn_server => format!("loopchat{transport}"),
+        None if let Some(n) = args.spawn_cluster => format!("loopchat{transport} x{n}"),
         None => config
             .server_pids
             .first()

@@ -20,11 +20,12 @@ use crate::config::parse_duration;
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    group(clap::ArgGroup::new("spawn").args(["spawn_server"])),
+    group(clap::ArgGroup::new("spawn").args(["spawn_server", "spawn_cluster"])),
     after_help = "\
 Against loopchat, lift its abuse limits for a load test, e.g.
   loopchat server --rate 0 --connect-rate 0 --max-conns-per-ip 0 --max-strikes 0
 or let the harness start one with those flags: loopchat bench --spawn-server ...
+(or a Redis and N clustered servers: loopchat bench --spawn-cluster N ...).
 Against an IRC daemon: --dialect irc, with its flood protection configured away."
 )]
 pub struct BenchArgs {
@@ -124,12 +125,28 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PID", conflicts_with = "spawn")]
     pub server_pid: Vec<u32>,
 
+    /// The Redis server's process id (a cluster's backplane), to report its CPU time
+    /// per message from /proc.
+    #[arg(long, value_name = "PID", conflicts_with = "spawn")]
+    pub redis_pid: Option<u32>,
+
     /// Start `loopchat server` (this executable) on a free loopback port with abuse
     /// limits lifted, measure it, and stop it at the end.
     #[arg(long, conflicts_with = "addr")]
     pub spawn_server: bool,
 
-    /// Extra flag for the spawned server (repeatable), e.g.
+    /// Start a `redis-server` (no persistence) and N `loopchat server --cluster` nodes
+    /// on free loopback ports, as --spawn-server does one; spread the clients over the
+    /// nodes, report Redis's CPU per message, and stop everything at the end.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "addr",
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub spawn_cluster: Option<u16>,
+
+    /// Extra flag for the spawned server or nodes (repeatable), e.g.
     /// `--server-arg=--max-output=65536`.
     #[arg(
         long,
@@ -140,7 +157,8 @@ pub struct BenchArgs {
     pub server_arg: Vec<String>,
 
     /// Where the spawned server's log goes (default: a temporary file, removed after the
-    /// run; its summary lines give the write syscalls per delivery).
+    /// run; its summary lines give the write syscalls per delivery). A cluster's node K
+    /// logs to FILE.nodeK and Redis to FILE.redis.
     #[arg(long, value_name = "FILE", requires = "spawn")]
     pub server_log: Option<std::path::PathBuf>,
 
@@ -183,7 +201,7 @@ pub struct BenchArgs {
     /// Connect as browsers do: an HTTP upgrade to WebSocket on `GET /ws` of the
     /// server's --ws-listen address, then one masked text frame per protocol line
     /// (frames dialect). With --tls, WebSocket over TLS (--wss-listen). With
-    /// --spawn-server, the server gets a browser listener.
+    /// --spawn-server or --spawn-cluster, the servers get a browser listener.
     #[arg(long)]
     pub ws: bool,
 }
@@ -267,6 +285,8 @@ pub struct BenchConfig {
     pub stalled: usize,
     /// Server pids for /proc sampling (several servers' figures are added up).
     pub server_pids: Vec<u32>,
+    /// The Redis backplane's pid for /proc sampling.
+    pub redis_pid: Option<u32>,
     /// Show a progress line on stderr (only honoured when stderr is a terminal).
     pub progress: bool,
     /// Set (e.g. by a Ctrl-C handler) to cut the run short with a partial report.
@@ -318,7 +338,7 @@ impl BenchConfig {
         };
         let source_ips = parse_source_ips(&args.source_ips, addr)?;
         // A spawned server's certificate does not exist yet: `bench::run` sets it up.
-        let spawned = args.spawn_server;
+        let spawned = args.spawn_server || args.spawn_cluster.is_some();
         let tls = if args.tls && !spawned {
             let host = args.addr.first().map_or("", |a| host_of(a));
             if args.addr.iter().any(|a| host_of(a) != host) {
@@ -350,6 +370,7 @@ impl BenchConfig {
             settle: args.settle,
             stalled: args.stalled,
             server_pids: args.server_pid.clone(),
+            redis_pid: args.redis_pid,
             progress: true,
             interrupt: None,
             tls,
@@ -664,7 +685,12 @@ mod tests {
         let a = parse(&["--ws", "--dialect", "irc"]).unwrap();
         let e = BenchConfig::from_args(&a, None).unwrap_err();
         assert!(e.contains("--ws"), "{e}");
+        assert!(parse(&["--spawn-cluster", "2", "--spawn-server"]).is_err());
+        assert!(parse(&["--spawn-cluster", "2", "--addr", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["--spawn-cluster", "0"]).is_err());
         assert!(parse(&["--server-arg=--coalesce=0"]).is_err());
+        let a = parse(&["--spawn-cluster", "3", "--server-arg=--coalesce=0"]).unwrap();
+        assert_eq!(a.spawn_cluster, Some(3));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! against one server or spread over several, and reports connection counts, phase
 //! times, handshakes (per second, latency), deliveries (expected, received, lost,
 //! duplicated, reordered), throughput, latency percentiles and, given the servers'
-//! pids, their memory and CPU time; once or over `--repeat` runs, and its reports can
-//! be drawn (`plot`) and compared (`compare`).
+//! pids, their memory and CPU time (and a cluster's Redis CPU per message); once or
+//! over `--repeat` runs, and its reports can be drawn (`plot`) and compared
+//! (`compare`).
 //!
 //! # Layout
 //!
@@ -72,7 +73,7 @@ use mio::{Poll, Waker};
 pub use cli::{BenchTool, run};
 pub use config::{BenchArgs, BenchConfig, BenchDialect};
 use contract::{Phase, Progress, STALL_LIMIT, Shared, WAKE};
-pub use report::{Latency, Report, ServerStats};
+pub use report::{Latency, RedisStats, Report, ServerStats};
 pub use server_proc::{SpawnedServer, TempCert};
 use tally::Tally;
 use worker::Worker;
@@ -175,6 +176,13 @@ impl Coordinator {
                 ));
             }
         }
+        let redis = c.redis_pid;
+        let redis_cpu0 = redis.and_then(server_proc::cpu_seconds);
+        if let Some(pid) = redis
+            && redis_cpu0.is_none()
+        {
+            self.abort(format!("Redis process {pid} not found in /proc"));
+        }
         let own_cpu0 = server_proc::own_cpu_seconds();
 
         let connect_secs = self.phase(Phase::Connect, c.phase_timeout);
@@ -213,9 +221,11 @@ impl Coordinator {
         let mut drain_secs = 0.0;
         let mut steady_start = None;
         let mut cpu_load0 = None;
+        let mut redis_load0 = None;
         let loaded = c.senders > 0 && !c.duration.is_zero();
         if !self.aborted && loaded {
             cpu_load0 = server_proc::cpu_sum(pids);
+            redis_load0 = redis.and_then(server_proc::cpu_seconds);
             // Start a moment ahead so every worker sees the same time zero.
             let start = Instant::now() + Duration::from_millis(5);
             let start_us = start.duration_since(self.shared.epoch).as_micros() as u64;
@@ -228,6 +238,7 @@ impl Coordinator {
             drain_secs = self.phase(Phase::Drain, c.drain_timeout);
         }
         let cpu_end = server_proc::cpu_sum(pids);
+        let redis_end = redis.and_then(server_proc::cpu_seconds);
         if !self.aborted && c.stalled > 0 {
             self.phase(Phase::Stall, STALL_LIMIT);
         }
@@ -324,6 +335,24 @@ impl Coordinator {
                     .push(format!("the server process {gone} was gone at the end"));
             }
         }
+        if let Some(pid) = redis {
+            let rss_after = server_proc::rss_bytes(pid);
+            let mut stats = RedisStats {
+                pid,
+                rss_after,
+                cpu_secs: redis_cpu0.zip(redis_end).map(|(a, b)| b - a),
+                cpu_load_secs: redis_load0.zip(redis_end).map(|(a, b)| b - a),
+                cpu_us_per_sent: None,
+                cpu_us_per_delivery: None,
+                alive_at_end: rss_after.is_some(),
+            };
+            stats.per_message(r.sent, r.received);
+            if !stats.alive_at_end {
+                self.problems
+                    .push(format!("the Redis process {pid} was gone at the end"));
+            }
+            r.redis = Some(stats);
+        }
         r.problems = self.problems_for(&r);
         r
     }
@@ -412,6 +441,10 @@ impl Coordinator {
             let c = Arc::clone(&self.config);
             if let Some(pid) = server_proc::first_gone(&c.server_pids) {
                 self.abort(format!("the server process {pid} exited during the run"));
+            } else if let Some(pid) = c.redis_pid
+                && server_proc::rss_bytes(pid).is_none()
+            {
+                self.abort(format!("the Redis process {pid} exited during the run"));
             }
         }
         if !self.aborted && p >= Phase::Idle && p <= Phase::Drain {

@@ -51,7 +51,7 @@ fn ms(us: u64) -> f64 {
 }
 
 /// The headline figures, in table order.
-pub const FIGURES: [Figure; 19] = [
+pub const FIGURES: [Figure; 21] = [
     Figure {
         key: "connect_join_secs",
         name: "connect+join s",
@@ -159,6 +159,18 @@ pub const FIGURES: [Figure; 19] = [
         name: "writes/delivery",
         better: Better::Lower,
         get: |r| server(r, |s| s.writes_per_delivery),
+    },
+    Figure {
+        key: "redis_cpu_load_secs",
+        name: "Redis CPU s (load)",
+        better: Better::Lower,
+        get: |r| r.redis.as_ref().and_then(|s| s.cpu_load_secs),
+    },
+    Figure {
+        key: "redis_cpu_us_per_msg",
+        name: "Redis CPU µs/msg",
+        better: Better::Lower,
+        get: |r| r.redis.as_ref().and_then(|s| s.cpu_us_per_sent),
     },
     Figure {
         key: "harness_cpu_secs",

@@ -113,6 +113,38 @@ pub struct ServerStats {
     pub writes_per_delivery: Option<f64>,
 }
 
+/// What `/proc` said about a cluster's Redis (`--spawn-cluster` or `--redis-pid`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisStats {
+    /// Its process id.
+    pub pid: u32,
+    /// Resident memory after the load and drain, bytes.
+    pub rss_after: Option<u64>,
+    /// CPU seconds (user + system) over the whole run.
+    pub cpu_secs: Option<f64>,
+    /// CPU seconds during the steady and drain phases.
+    pub cpu_load_secs: Option<f64>,
+    /// CPU microseconds during the load per message sent.
+    pub cpu_us_per_sent: Option<f64>,
+    /// CPU microseconds during the load per delivery received.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Whether the process still ran at the end.
+    pub alive_at_end: bool,
+}
+
+impl RedisStats {
+    /// The per-message figures from the CPU during the load and the counts.
+    pub fn per_message(&mut self, sent: u64, received: u64) {
+        let per = |n: u64| {
+            self.cpu_load_secs
+                .filter(|_| n > 0)
+                .map(|s| s * 1e6 / n as f64)
+        };
+        self.cpu_us_per_sent = per(sent);
+        self.cpu_us_per_delivery = per(received);
+    }
+}
+
 /// Everything a run measured. Counts cover the measured clients; `--stalled` clients
 /// appear only in `stalled` and `stalled_evicted`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -214,6 +246,8 @@ pub struct Report {
     pub stalled_evicted: u64,
     /// The server process, when its pid was known.
     pub server: Option<ServerStats>,
+    /// The cluster's Redis, when its pid was known.
+    pub redis: Option<RedisStats>,
     /// CPU seconds the harness itself used.
     pub harness_cpu_secs: f64,
     /// Why the run is not clean; empty means exit status 0.
@@ -367,6 +401,22 @@ impl Report {
                 j.opt("writes_per_delivery", s.writes_per_delivery);
                 j.key("alive_at_end");
                 j.raw(if s.alive_at_end { "true" } else { "false" });
+                j.close();
+            }
+            None => j.null(),
+        }
+        j.key("redis");
+        match &self.redis {
+            Some(r) => {
+                j.open();
+                j.num("pid", f64::from(r.pid));
+                j.opt("rss_after", r.rss_after.map(|v| v as f64));
+                j.opt("cpu_secs", r.cpu_secs);
+                j.opt("cpu_load_secs", r.cpu_load_secs);
+                j.opt("cpu_us_per_sent", r.cpu_us_per_sent);
+                j.opt("cpu_us_per_delivery", r.cpu_us_per_delivery);
+                j.key("alive_at_end");
+                j.raw(if r.alive_at_end { "true" } else { "false" });
                 j.close();
             }
             None => j.null(),
@@ -573,6 +623,29 @@ impl fmt::Display for Report {
                     format!("{w:.3} write syscalls per delivery"),
                 )?;
             }
+        }
+        if let Some(r) = &self.redis {
+            let cpu = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.2}"));
+            let us = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.1}"));
+            row(
+                f,
+                "Redis CPU s",
+                format!(
+                    "pid {}: {} total, {} during load+drain: {} µs per message sent, {} µs \
+                     per delivery; RSS {}{}",
+                    r.pid,
+                    cpu(r.cpu_secs),
+                    cpu(r.cpu_load_secs),
+                    us(r.cpu_us_per_sent),
+                    us(r.cpu_us_per_delivery),
+                    opt_bytes(r.rss_after),
+                    if r.alive_at_end {
+                        ""
+                    } else {
+                        " (Redis exited)"
+                    }
+                ),
+            )?;
         }
         row(f, "harness CPU s", format!("{:.2}", self.harness_cpu_secs))?;
         if self.server_errors > 0 {
