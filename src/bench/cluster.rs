@@ -116,9 +116,12 @@ impl SpawnedRedis {
         let deadline = Instant::now() + REDIS_READY;
         loop {
             if let Some(status) = self.child.try_wait()? {
+                let why = std::fs::read_to_string(log)
+                    .ok()
+                    .and_then(|t| server_proc::last_line(&t))
+                    .unwrap_or_else(|| format!("see {}", log.display()));
                 return Err(io::Error::other(format!(
-                    "{REDIS_SERVER} exited at once ({status}): {}",
-                    last_line(log)
+                    "{REDIS_SERVER} exited at once ({status}): {why}"
                 )));
             }
             if ping(self.addr) {
@@ -175,19 +178,6 @@ fn ping(addr: SocketAddr) -> bool {
     }
     let mut answer = [0u8; 7];
     s.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
-}
-
-/// The last non-empty line of a log file, to say why a process would not start.
-fn last_line(log: &Path) -> String {
-    std::fs::read_to_string(log)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| format!("see {}", log.display()))
 }
 
 /// A Redis and the loopchat nodes clustered through it. Dropping it stops the nodes,

@@ -380,21 +380,33 @@ impl SpawnedServer {
             (true, false) => Some("for browsers"),
             (true, true) => Some("for browsers over TLS"),
         };
-        server.wait_ready(Duration::from_secs(10), browsers.zip(log))?;
+        server.wait_ready(Duration::from_secs(10), log, browsers)?;
         Ok(server)
     }
 
     /// Waits until the port a client uses accepts; with `browsers`, first until the
-    /// log names the browser port (`what` the start-up line says about it).
-    fn wait_ready(&mut self, limit: Duration, browsers: Option<(&str, &Path)>) -> io::Result<()> {
+    /// `log` names the browser port (`browsers` is what the start-up line says about
+    /// it).
+    fn wait_ready(
+        &mut self,
+        limit: Duration,
+        log: Option<&Path>,
+        browsers: Option<&str>,
+    ) -> io::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
+                let why = log
+                    .and_then(|p| last_line(&std::fs::read_to_string(p).ok()?))
+                    .map_or_else(
+                        || "run it by hand to see why".into(),
+                        |l| format!("it said: {l}"),
+                    );
                 return Err(io::Error::other(format!(
-                    "the spawned server exited at once ({status}); run it by hand to see why"
+                    "the spawned server exited at once ({status}); {why}"
                 )));
             }
-            if let Some((what, log)) = browsers
+            if let (Some(what), Some(log)) = (browsers, log)
                 && self.ws_addr.is_none()
             {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -458,6 +470,23 @@ impl SpawnedServer {
     }
 }
 
+/// Why a process that would not start stopped, from its log: the last line that
+/// mentions an error (clap's `error: …`, the logger's `ERROR`), else the last line,
+/// without the logger's `[time LEVEL target]` prefix.
+pub(crate) fn last_line(log: &str) -> Option<String> {
+    let mut lines = log.lines().rev().filter(|l| !l.trim().is_empty());
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or_else(|| lines.next())?;
+    let text = match line.strip_prefix('[') {
+        Some(rest) => rest.split_once("] ").map_or(line, |(_, t)| t),
+        None => line,
+    };
+    Some(text.trim().to_owned())
+}
+
 /// Asks a child to end (SIGTERM), waits up to `grace`, then kills it; it is reaped
 /// either way.
 pub(crate) fn stop_child(child: &mut Child, grace: Duration) {
@@ -506,6 +535,20 @@ mod tests {
         assert_eq!(listens_on(std::process::id(), addr), Some(true));
         drop(l);
         assert_ne!(listens_on(std::process::id(), addr), Some(true));
+    }
+
+    #[test]
+    fn the_reason_a_process_stopped_is_its_last_error_line() {
+        let clap = "error: unexpected argument '--cluster' found\n\nUsage: loopchat server\n\n\
+                    For more information, try '--help'.\n";
+        assert_eq!(
+            last_line(clap).as_deref(),
+            Some("error: unexpected argument '--cluster' found")
+        );
+        let logged = "[t INFO  loopchat] starting\n[t ERROR loopchat] cannot open x.db\n";
+        assert_eq!(last_line(logged).as_deref(), Some("cannot open x.db"));
+        assert_eq!(last_line("one\ntwo\n\n").as_deref(), Some("two"));
+        assert_eq!(last_line(""), None);
     }
 
     #[test]
