@@ -1,8 +1,9 @@
 //! The load harness (`loopchat bench`) as a library and as a command: counts against
 //! the real server, loss and closes against tiny in-test relays that misbehave on
-//! purpose, the `lines` dialect, and argument errors; the IRC dialect in `bench/irc.rs`;
-//! `--repeat`, `--hgrm`, `bench plot` and `bench compare` in `bench/reports.rs`. Small
-//! N, short phases; no test asserts a speed.
+//! purpose, the `lines` dialect, `--ws` (against the server, and a relay that
+//! fragments and pings), several server addresses, and argument errors; the IRC
+//! dialect in `bench/irc.rs`; `--repeat`, `--hgrm`, `bench plot` and `bench compare` in
+//! `bench/reports.rs`. Small N, short phases; no test asserts a speed.
 
 // Beside this file, not in tests/ itself, so that cargo does not build them as test
 // crates of their own.
@@ -12,7 +13,7 @@ mod irc;
 mod reports;
 mod util;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -196,7 +197,7 @@ fn lines_dialect_finds_its_marker_in_decorated_lines() {
 
 #[test]
 fn bad_arguments_exit_2_with_a_message() {
-    let cases: [&[&str]; 7] = [
+    let cases: [&[&str]; 9] = [
         &["--clients", "0"],
         &["--senders", "50", "--clients", "10"],
         &["--rate", "5", "--total-rate", "10"],
@@ -204,6 +205,8 @@ fn bad_arguments_exit_2_with_a_message() {
         &["--source-ips", "127.0.0.9-127.0.0.1"],
         &["--dialect", "irc", "--payload", "400"],
         &["--dialect", "irc", "--hello", "hi"],
+        &["--ws", "--dialect", "lines"],
+        &["--spawn-cluster", "2", "--spawn-server"],
     ];
     for args in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
@@ -305,6 +308,363 @@ fn tls_spawn_server_run_reports_handshakes_per_second() {
     let json = text;
     assert!(json.contains("\"handshakes\":50"), "{json}");
     assert!(json.contains("\"ok\":true"), "{json}");
+}
+
+// ---- WebSocket and several servers ---------------------------------------------------
+
+/// An in-process server with a browser listener; its browser address.
+fn start_ws() -> (util::TestServer, SocketAddr) {
+    util::init_logging();
+    let config = loopchat::ServerConfig {
+        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..util::config()
+    };
+    let server = loopchat::Server::bind(config).expect("bind the WebSocket test server");
+    let ws = server.ws_addr().expect("a browser listener");
+    (util::start_bound(server), ws)
+}
+
+#[test]
+fn over_websocket_every_client_upgrades_and_every_delivery_arrives() {
+    let (_server, ws) = start_ws();
+    let mut config = small(ws);
+    config.ws = true;
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert!(r.ws && !r.tls);
+    assert_eq!((r.established, r.joined, r.handshakes), (20, 20, 20));
+    assert_eq!(r.expected, r.sent * 9);
+    assert_eq!(r.received, r.expected);
+    assert_eq!((r.duplicated, r.out_of_order, r.misrouted), (0, 0, 0));
+    let text = r.to_string();
+    assert!(text.contains("(frames over WebSocket)"), "{text}");
+    assert!(text.contains("20 WebSocket upgrades"), "{text}");
+    assert!(r.to_json().contains("\"ws\":true"));
+}
+
+#[test]
+fn over_websocket_the_chat_port_is_refused_with_the_reason() {
+    let server = util::start(util::config());
+    let mut config = small(server.addr);
+    config.ws = true;
+    config.phase_timeout = Duration::from_secs(2);
+    let r = run(&config);
+    assert_eq!((r.established, r.connect_failed), (0, 20), "{r}");
+    assert!(
+        r.failures
+            .iter()
+            .any(|(why, n)| *n == 20 && why.contains("is the address a --ws-listen port")),
+        "{r}"
+    );
+}
+
+#[test]
+fn fragmented_frames_and_pings_from_the_server_are_handled() {
+    let relay = WsRelay::start();
+    let mut config = small(relay.addr);
+    config.ws = true;
+    config.rooms = 1;
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert_eq!(r.received, r.expected, "{r}");
+    assert_eq!(r.expected, r.sent * 19);
+    // The harness says goodbye with a close frame on every connection, after every
+    // pong it owed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.closes.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(relay.closes.load(Ordering::SeqCst), 20);
+    // Every text message the relay sent came with a ping inside it: all answered.
+    let (pings, pongs) = (
+        relay.pings.load(Ordering::SeqCst),
+        relay.pongs.load(Ordering::SeqCst),
+    );
+    assert!(
+        pings > r.received,
+        "{pings} pings for {} deliveries",
+        r.received
+    );
+    assert_eq!(pongs, pings);
+}
+
+#[test]
+fn a_close_frame_from_the_server_is_a_close_with_its_code() {
+    let relay = WsRelay::start();
+    relay.close_after.store(10, Ordering::SeqCst);
+    let mut config = small(relay.addr);
+    config.ws = true;
+    config.rooms = 1;
+    config.duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let r = run(&config);
+    assert!(started.elapsed() < Duration::from_secs(10), "{r}");
+    assert_eq!(r.closed_by_server, 20, "{r}");
+    assert!(
+        r.failures
+            .iter()
+            .any(|(why, _)| why.contains("closed by the server (WebSocket close, 1001)")),
+        "{r}"
+    );
+}
+
+#[test]
+fn clients_spread_round_robin_over_several_servers() {
+    // Two unconnected servers and two rooms: client i goes to server i mod 2 and room
+    // i mod 2, so each room lives on one server and nothing crosses between them.
+    let (a, b) = (util::start(util::config()), util::start(util::config()));
+    let mut config = small(a.addr);
+    config.addrs.push(b.addr);
+    config.server_pids = vec![std::process::id(), std::process::id()];
+    let r = run(&config);
+    assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
+    assert_eq!(r.received, r.expected);
+    assert_eq!(
+        r.addrs,
+        [(a.addr.to_string(), 10), (b.addr.to_string(), 10)]
+    );
+    assert_eq!(r.addr, format!("{}, {}", a.addr, b.addr));
+    let text = r.to_string();
+    assert!(
+        text.contains("2 addresses, connections round-robin"),
+        "{text}"
+    );
+    assert!(text.contains("(added up)"), "{text}");
+}
+
+#[test]
+fn ws_spawn_server_run_has_no_loss() {
+    let json = std::env::temp_dir().join(format!("loopchat-bench-ws-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args(["bench", "--ws", "--spawn-server", "--clients", "8"])
+        .args([
+            "--senders",
+            "3",
+            "--rate",
+            "20",
+            "--duration",
+            "500ms",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run loopchat");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("loopchat ws at 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("(frames over WebSocket)"), "{stdout}");
+    assert!(stdout.contains(" 0 lost,"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    assert!(text.contains("\"lost\":0"), "{text}");
+    assert!(text.contains("\"ws\":true"), "{text}");
+    assert!(text.contains("\"ok\":true"), "{text}");
+}
+
+#[test]
+fn spawn_cluster_without_redis_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args(["bench", "--spawn-cluster", "2", "--clients", "4"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("run loopchat");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`redis-server` is not installed"),
+        "{stderr}"
+    );
+}
+
+// ---- an in-test WebSocket relay -------------------------------------------------------
+
+/// A thread-per-connection WebSocket chat relay with one room that speaks as awkwardly
+/// as RFC 6455 allows: every line out is split into three fragments with a ping in
+/// between, and it counts the pongs and closes it gets.
+struct WsRelay {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    pings: Arc<AtomicU64>,
+    pongs: Arc<AtomicU64>,
+    closes: Arc<AtomicU64>,
+    /// When non-zero: after relaying this many messages, send every client a close.
+    close_after: Arc<AtomicU64>,
+}
+
+type WsMembers = Arc<Mutex<Vec<(String, TcpStream)>>>;
+
+impl WsRelay {
+    fn start() -> WsRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let relay = WsRelay {
+            addr: listener.local_addr().expect("relay addr"),
+            stop: Arc::new(AtomicBool::new(false)),
+            pings: Arc::new(AtomicU64::new(0)),
+            pongs: Arc::new(AtomicU64::new(0)),
+            closes: Arc::new(AtomicU64::new(0)),
+            close_after: Arc::new(AtomicU64::new(0)),
+        };
+        let members: WsMembers = Arc::new(Mutex::new(Vec::new()));
+        let relayed = Arc::new(AtomicU64::new(0));
+        let counters = (
+            relay.stop.clone(),
+            relay.pings.clone(),
+            relay.pongs.clone(),
+            relay.closes.clone(),
+            relay.close_after.clone(),
+        );
+        thread::spawn(move || {
+            let (stop, pings, pongs, closes, close_after) = counters;
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_nodelay(true);
+                let c = (
+                    members.clone(),
+                    relayed.clone(),
+                    pings.clone(),
+                    pongs.clone(),
+                    closes.clone(),
+                    close_after.clone(),
+                );
+                thread::spawn(move || {
+                    let (members, relayed, pings, pongs, closes, close_after) = c;
+                    ws_serve(
+                        stream,
+                        &members,
+                        &relayed,
+                        &pings,
+                        &pongs,
+                        &closes,
+                        &close_after,
+                    );
+                });
+            }
+        });
+        relay
+    }
+}
+
+impl Drop for WsRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sends `line` as three text fragments with a ping between the first two.
+fn ws_send_fragmented(to: &mut TcpStream, line: &str, pings: &AtomicU64) {
+    let b = line.as_bytes();
+    let (one, rest) = b.split_at(b.len() / 3);
+    let (two, three) = rest.split_at(rest.len() / 2);
+    let mut out = Vec::new();
+    for (first, part) in [(0x01u8, one), (0x00, two), (0x80, three)] {
+        out.push(first);
+        out.push(part.len() as u8);
+        out.extend_from_slice(part);
+        if first == 0x01 {
+            out.extend_from_slice(&[0x89, 2, b'h', b'b']);
+        }
+    }
+    if to.write_all(&out).is_ok() {
+        pings.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn ws_serve(
+    mut stream: TcpStream,
+    members: &WsMembers,
+    relayed: &AtomicU64,
+    pings: &AtomicU64,
+    pongs: &AtomicU64,
+    closes: &AtomicU64,
+    close_after: &AtomicU64,
+) {
+    use loopchat::ws::{Decoder, Incoming, accept_key};
+    // The request head, then the 101.
+    let mut input = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = input.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&input[..head_end]).into_owned();
+    input.drain(..head_end);
+    let Some(key) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+    else {
+        return;
+    };
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        accept_key(key)
+    );
+    if stream.write_all(answer.as_bytes()).is_err() {
+        return;
+    }
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let id = {
+        let mut m = members.lock().unwrap();
+        m.push((String::new(), write_half));
+        m.len() - 1
+    };
+    let mut decoder = Decoder::default();
+    loop {
+        while let Ok(Some((what, used))) = decoder.decode(&input, 1 << 20) {
+            input.drain(..used);
+            match what {
+                Some(Incoming::Pong) => {
+                    pongs.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Incoming::Close(_)) => {
+                    closes.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Some(Incoming::Text(line)) => {
+                    let mut m = members.lock().unwrap();
+                    if let Some(room) = line.strip_prefix("JOIN:#") {
+                        let reply = format!("SERVER:you are now in #{room}");
+                        ws_send_fragmented(&mut m[id].1, &reply, pings);
+                    } else if let Some(name) = line.strip_prefix("JOIN:") {
+                        m[id].0 = name.to_string();
+                    } else if let Some(text) = line.strip_prefix("SAY::") {
+                        // One room for everyone: the tests run with --rooms 1.
+                        let out = format!("SAY:{}:{text}", m[id].0);
+                        for (j, (_, s)) in m.iter_mut().enumerate() {
+                            if j != id {
+                                ws_send_fragmented(s, &out, pings);
+                            }
+                        }
+                        let n = relayed.fetch_add(1, Ordering::SeqCst) + 1;
+                        if n == close_after.load(Ordering::SeqCst) {
+                            for (_, s) in m.iter_mut() {
+                                let _ = s.write_all(&[0x88, 2, 0x03, 0xE9]);
+                                let _ = s.shutdown(Shutdown::Write);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 // ---- in-test relays ------------------------------------------------------------------
