@@ -147,6 +147,11 @@ impl Spawned {
     }
 }
 
+/// A spawned server's memory counts as settled when it has not changed for this long…
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+/// …or when this much time has passed since it was ready.
+const SETTLE_MAX: Duration = Duration::from_secs(3);
+
 /// How long a spawned server (or node, or Redis) may take to shut down after a run.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -212,6 +217,8 @@ fn run_once(args: &BenchArgs, base: &BenchConfig) -> Result<Report, String> {
         }
         config.addrs = servers.iter().map(|s| s.client_addr()).collect();
         config.server_pids = servers.iter().map(|s| s.pid()).collect();
+        // Memory is sampled at the start of the run: let the start-up's settle first.
+        server_proc::settle(&config.server_pids, SETTLE_QUIET, SETTLE_MAX);
         spawned = Some(started);
         if let Some(cert) = &temp_cert {
             config.tls = Some(config::tls_setup(

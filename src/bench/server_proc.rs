@@ -77,6 +77,27 @@ pub fn cpu_sum(pids: &[u32]) -> Option<f64> {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
+/// Waits until the resident memory of `pids` has not changed for `quiet`, or `max`
+/// has passed. A freshly started loopchat computes a dummy password hash (about
+/// 19 MiB, freed at once) and builds its tables; memory sampled before that settles
+/// would make "RSS per connection" a fiction for small runs.
+pub fn settle(pids: &[u32], quiet: Duration, max: Duration) {
+    let start = Instant::now();
+    let step = Duration::from_millis(25);
+    let mut last = rss_sum(pids);
+    let mut since = Instant::now();
+    while start.elapsed() < max && last.is_some() {
+        std::thread::sleep(step);
+        let now = rss_sum(pids);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
+}
+
 /// The first of `pids` that is no longer running, if any.
 pub fn first_gone(pids: &[u32]) -> Option<u32> {
     pids.iter().copied().find(|&p| rss_bytes(p).is_none())
