@@ -30,6 +30,8 @@
 //! - [`store`]: room history in SQLite, on its own thread: the loop never waits on disk.
 //! - [`auth`]: Argon2id password hashing on worker threads, the server password file,
 //!   constant-time comparison.
+//! - [`cluster`]: the Redis backplane that makes several servers one chat, on two
+//!   threads beside the loop.
 //! - [`client`]: `loopchat client`: the line client, and the full-screen one on a
 //!   terminal.
 //! - [`mod@bench`]: `loopchat bench`, the load harness.
@@ -43,6 +45,7 @@ pub mod abuse;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod conn;

@@ -25,6 +25,10 @@ ws-listen = "0.0.0.0:7080"
 wss-listen = "0.0.0.0:7444"
 ws-origin = ["https://chat.example.org"]
 metrics = "127.0.0.1:9100"
+cluster = "redis://10.0.0.5:6379/2"
+node-id = "chat-1"
+cluster-ttl = "30s"
+reuse-port = true
 db = "/var/lib/loopchat/loopchat.db"
 db-flush = "100ms"
 history-replay = 50
@@ -122,6 +126,10 @@ fn every_key_is_read_from_the_file() {
     let secs = Duration::from_secs;
     assert_eq!(c.addr, "0.0.0.0:7000".parse().unwrap());
     assert_eq!(c.tls_listen, Some("0.0.0.0:7443".parse().unwrap()));
+    assert_eq!(c.cluster.as_deref(), Some("redis://10.0.0.5:6379/2"));
+    assert_eq!(c.node_id.as_deref(), Some("chat-1"));
+    assert_eq!(c.cluster_ttl, secs(30));
+    assert!(c.reuse_port);
     assert_eq!(c.tls_cert, Some("/etc/loopchat/cert.pem".into()));
     assert_eq!(c.tls_key, Some("/etc/loopchat/key.pem".into()));
     assert!(c.no_plain);
