@@ -116,6 +116,11 @@ impl Cluster {
         ))
     }
 
+    /// The backplane's counters, in a cluster.
+    pub(super) fn counters(&self) -> Option<&crate::cluster::Counters> {
+        self.backplane.as_ref().map(Backplane::counters)
+    }
+
     /// Whether this server is in a cluster.
     pub(super) fn is_on(&self) -> bool {
         self.backplane.is_some()
