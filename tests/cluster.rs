@@ -446,7 +446,15 @@ fn a_node_refuses_to_start_without_its_redis() {
         .args(["server", "127.0.0.1:0", "--db", "none", "--cluster", &url])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    // Not a configuration error (status 2): a service manager may try again.
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot use Redis at {url}")), "{err}");
+    // A node id that cannot work is one.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args(["server", "127.0.0.1:0", "--db", "none", "--cluster", &url])
+        .args(["--node-id", "no/slashes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

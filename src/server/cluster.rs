@@ -83,17 +83,32 @@ impl Cluster {
     /// Joins the cluster `config.cluster` names, if any: connects to Redis (an error
     /// if it cannot), reads the bans in force and a block of guest numbers. Events go
     /// to the loop through `inbox`.
+    /// A flag that cannot work is `InvalidInput` (a service manager should not
+    /// restart into it); an unreachable Redis is `ConnectionRefused` (it may come up).
     pub(super) fn join(
         config: &crate::config::ServerConfig,
         inbox: super::inbox::InboxSender,
-    ) -> Result<(Cluster, crate::cluster::Startup), String> {
+    ) -> std::io::Result<(Cluster, crate::cluster::Startup)> {
+        use std::io::{Error, ErrorKind};
         let Some(url) = &config.cluster else {
             return Ok((Cluster::default(), crate::cluster::Startup::default()));
         };
+        let invalid = |e: String| Error::new(ErrorKind::InvalidInput, e);
         let node_id = config
             .node_id
             .clone()
             .unwrap_or_else(crate::cluster::default_node_id);
+        if !crate::cluster::valid_node_id(&node_id) {
+            return Err(invalid(format!(
+                "--node-id {node_id:?}: use 1 to 32 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if config.cluster_ttl < Duration::from_secs(1) {
+            return Err(invalid("--cluster-ttl must be at least 1s".into()));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(invalid(format!("--cluster {url}: {e}")));
+        }
         let (backplane, startup) = Backplane::start(
             ClusterConfig {
                 url: url.clone(),
@@ -105,7 +120,8 @@ impl Cluster {
                 // a waiting connection released by its timeout.
                 let _ = inbox.send(LoopMsg::Cluster(event));
             }),
-        )?;
+        )
+        .map_err(|e| Error::new(ErrorKind::ConnectionRefused, e))?;
         Ok((
             Cluster {
                 backplane: Some(backplane),

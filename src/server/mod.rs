@@ -202,8 +202,7 @@ impl Server {
         let inbox = Inbox::new(poll.registry(), WAKER)?;
         // Redis is reached before anything listens: a cluster that cannot be joined is
         // an error at start.
-        let (cluster, joined) = Cluster::join(&config, inbox.sender())
-            .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e))?;
+        let (cluster, joined) = Cluster::join(&config, inbox.sender())?;
         // The database opens before anything listens, so a bad file is an error at
         // start, not a surprise later.
         let answers = inbox.sender();
