@@ -36,6 +36,7 @@ use log::warn;
 use crate::hub::ConnId;
 
 mod link;
+mod scripts;
 mod subscriber;
 pub mod wire;
 

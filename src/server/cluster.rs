@@ -286,29 +286,25 @@ impl Server {
     /// Puts a question to Redis for a connection, which waits for the answer.
     fn cluster_ask(&mut self, waiting: Waiting, now: Instant) {
         let id = waiting.id();
+        let tag = self.cluster.next_tag;
         let request = match &waiting {
             Waiting::Nick { name, .. } | Waiting::Register { name, .. } => Request::Claim {
-                tag: 0,
+                tag,
                 name: name.to_string(),
                 mode: ClaimMode::New,
             },
             Waiting::Login { name, .. } => Request::Claim {
-                tag: 0,
+                tag,
                 name: name.to_string(),
                 mode: ClaimMode::Force,
             },
             Waiting::Who { id } => Request::Who {
-                tag: 0,
+                tag,
                 room: self.hub.room_of(*id).to_string(),
             },
-            Waiting::Rooms { .. } => Request::Rooms { tag: 0 },
+            Waiting::Rooms { .. } => Request::Rooms { tag },
         };
-        let tag = self.cluster.wait(waiting);
-        let request = match request {
-            Request::Claim { name, mode, .. } => Request::Claim { tag, name, mode },
-            Request::Who { room, .. } => Request::Who { tag, room },
-            _ => Request::Rooms { tag },
-        };
+        self.cluster.wait(waiting);
         if let Some(backplane) = &mut self.cluster.backplane
             && backplane.send(request)
         {
