@@ -95,8 +95,13 @@ pub struct Answer {
 /// How the store is opened and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The database file; `None` keeps history in memory only (`--db none`).
+    /// The database file; `None` keeps history in memory only (`--db none`). Not
+    /// looked at when [`StoreConfig::redis`] is set.
     pub path: Option<PathBuf>,
+    /// Cluster mode (`--cluster`): the Redis URL (`redis://HOST:PORT[/DB]`) that holds
+    /// history and accounts for every node, instead of the SQLite file. No lock file is
+    /// taken: the nodes share it on purpose.
+    pub redis: Option<String>,
     /// Group-commit interval (`--db-flush`): the longest a message waits for its
     /// commit. A batch that reaches 10 000 messages is committed at once.
     pub flush: Duration,
@@ -112,6 +117,7 @@ impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             path: Some(PathBuf::from("loopchat.db")),
+            redis: None,
             flush: DEFAULT_FLUSH,
             retain: DEFAULT_RETAIN,
             queue: DEFAULT_QUEUE,
@@ -298,8 +304,9 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the database (creating or migrating it) *synchronously*, so every failure
-    /// is reported before the server listens; then starts the storage thread.
+    /// Opens the database (creating or migrating it), or connects to Redis and checks it
+    /// answers, *synchronously*, so every failure is reported before the server listens;
+    /// then starts the storage thread.
     ///
     /// `answer` runs on the storage thread, once per query; it must not block for long
     /// (the server's forwards into its bounded inbox and wakes the loop).
@@ -307,11 +314,12 @@ impl Store {
         config: StoreConfig,
         answer: Box<dyn Fn(Answer) + Send>,
     ) -> Result<Store, StoreError> {
-        let backend = match &config.path {
-            Some(path) => SqliteBackend::open(path)?,
-            None => SqliteBackend::in_memory()?,
+        let backend: Box<dyn Backend> = match (&config.redis, &config.path) {
+            (Some(url), _) => Box::new(RedisBackend::open(url)?),
+            (None, Some(path)) => Box::new(SqliteBackend::open(path)?),
+            (None, None) => Box::new(SqliteBackend::in_memory()?),
         };
-        Store::with_backend(Box::new(backend), &config, answer)
+        Store::with_backend(backend, &config, answer)
     }
 
     /// The accounts and room keys read at open (empty after the first call).
@@ -325,8 +333,8 @@ impl Store {
         self.tx.try_send(Request::Secret(secret)).is_ok()
     }
 
-    /// Starts the storage thread over an already open `backend`; `config.path` is not
-    /// looked at.
+    /// Starts the storage thread over an already open `backend`; `config.path` and
+    /// `config.redis` are not looked at.
     pub fn with_backend(
         mut backend: Box<dyn Backend>,
         config: &StoreConfig,
