@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use loopchat::{Server, ServerConfig, ServerHandle};
 
+pub mod redis;
+
 /// How long any single read waits before the test fails: generous, because a slow CI
 /// machine must not fail a correct server, yet short enough that a hang is reported.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
