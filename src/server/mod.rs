@@ -209,6 +209,7 @@ impl Server {
         let mut store = crate::store::Store::open(
             crate::store::StoreConfig {
                 path: (config.db != "none").then(|| PathBuf::from(&config.db)),
+                redis: None,
                 flush: config.db_flush,
                 retain: config.history_retain,
                 queue: crate::store::DEFAULT_QUEUE,
