@@ -458,3 +458,68 @@ fn a_node_refuses_to_start_without_its_redis() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The text of each `HISTORY:` line until the end line, in order.
+#[track_caller]
+fn history_texts(c: &mut Client) -> Vec<String> {
+    let mut texts = Vec::new();
+    loop {
+        let line = c.read_line();
+        if line.starts_with("SERVER:end of history") {
+            return texts;
+        }
+        let Some(rest) = line.trim_end().strip_prefix("HISTORY:") else {
+            panic!("not a history line: {line:?}");
+        };
+        // #room:<ms>:<from>:<text>
+        let text = rest.splitn(4, ':').nth(3).expect("a text");
+        texts.push(text.to_string());
+    }
+}
+
+#[test]
+fn history_and_accounts_live_in_redis_so_every_node_answers_the_same() {
+    let redis = RedisServer::start();
+    let with_history = |c: &mut loopchat::ServerConfig| c.history_replay = 5;
+    let a = node_with(&redis, "a", with_history);
+    let b = node_with(&redis, "b", with_history);
+    let mut alice = Client::connect(a.addr);
+    alice.send_line("REGISTER:alice:correct horse");
+    alice.expect_line("SERVER:logged in as alice\n");
+    alice.expect_line("SERVER:you are alice in #lobby\n");
+    alice.expect_line("SERVER:end of history for #lobby\n");
+    for i in 1..=3 {
+        alice.send_line(&format!("SAY:said on a {i}"));
+    }
+    // Published before the other node's member comes: it is history, not live.
+    heard(&mut alice);
+    // The other node reads the room's history from Redis (polled: the first node
+    // commits in groups, every 50 ms).
+    let mut bob = Client::connect(b.addr);
+    bob.send_line("JOIN:bob");
+    bob.expect_line("SERVER:you are bob in #lobby\n");
+    history_texts(&mut bob);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        bob.send_line("HISTORY:10");
+        let texts = history_texts(&mut bob);
+        if texts == ["said on a 1", "said on a 2", "said on a 3"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history on b: {texts:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A node started later knows the account from Redis.
+    let c = node_with(&redis, "c", with_history);
+    let mut thief = Client::connect(c.addr);
+    thief.send_line("JOIN:alice");
+    thief.expect_line("ERROR:name alice is registered; use AUTH:alice:<password>\n");
+    // …and replays what was said on another node to a member entering the room.
+    let mut carol = Client::connect(c.addr);
+    carol.send_line("JOIN:carol");
+    carol.expect_line("SERVER:you are carol in #lobby\n");
+    assert_eq!(
+        history_texts(&mut carol),
+        ["said on a 1", "said on a 2", "said on a 3"]
+    );
+}

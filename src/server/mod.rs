@@ -208,8 +208,11 @@ impl Server {
         let answers = inbox.sender();
         let mut store = crate::store::Store::open(
             crate::store::StoreConfig {
-                path: (config.db != "none").then(|| PathBuf::from(&config.db)),
-                redis: None,
+                // In a cluster, history and accounts live in the cluster's Redis, so
+                // every server answers the same.
+                path: (config.db != "none" && config.cluster.is_none())
+                    .then(|| PathBuf::from(&config.db)),
+                redis: config.cluster.clone(),
                 flush: config.db_flush,
                 retain: config.history_retain,
                 queue: crate::store::DEFAULT_QUEUE,
