@@ -460,6 +460,12 @@ impl Abuse {
         info!("banned {} for {duration:?} {why}", self.redacted(key));
     }
 
+    /// Bans an address another server of the cluster banned (or that was banned in
+    /// Redis when this one started), for the time left on it.
+    pub fn ban_from_cluster(&mut self, key: IpKey, duration: Duration, why: &str, now: Instant) {
+        self.ban(key, duration, why, now);
+    }
+
     /// Bans `ip` for `duration` at an operator's word (`BAN:`), strikes or not, exempt
     /// or not: an operator decides on purpose. The server closes its connections.
     pub fn ban_by_operator(&mut self, ip: IpAddr, duration: Duration, by: &str, now: Instant) {

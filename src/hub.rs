@@ -99,6 +99,33 @@ pub trait Outbox {
     fn room_closed(&mut self, room: &str) {
         let _ = room;
     }
+
+    /// `name` entered `room` (before the room is told), for a cluster's presence.
+    fn joined(&mut self, room: &str, name: &str) {
+        let _ = (room, name);
+    }
+
+    /// `name` left `room` (or is known there by another name now).
+    fn left(&mut self, room: &str, name: &str) {
+        let _ = (room, name);
+    }
+
+    /// `id` now holds `name` (chosen, a guest's, or an account's).
+    fn name_taken(&mut self, id: ConnId, name: &str) {
+        let _ = (id, name);
+    }
+
+    /// Nobody here holds `name` any more.
+    fn name_freed(&mut self, name: &str) {
+        let _ = name;
+    }
+
+    /// A private message for a name nobody here holds: true if it was passed on to
+    /// another server (which answers if it cannot deliver), false for "no such user".
+    fn elsewhere(&mut self, from_id: ConnId, from: &str, to: &str, text: &str) -> bool {
+        let _ = (from_id, from, to, text);
+        false
+    }
 }
 
 /// What the connection should do after a command.
@@ -153,6 +180,9 @@ pub struct Hub {
     /// Lower-cased room name → key in `rooms`.
     room_index: HashMap<Box<str>, usize>,
     next_guest: u64,
+    /// The end of the block `next_guest` is taken from (a cluster hands out blocks so
+    /// guest names are unique across servers); unbounded on a lone server.
+    guest_end: u64,
     /// Rooms with more members than this send no join/leave notices.
     announce_limit: usize,
 }
@@ -176,6 +206,36 @@ fn by_folded_name(a: &str, b: &str) -> Ordering {
         .cmp(b.bytes().map(|b| b.to_ascii_lowercase()))
 }
 
+/// The text of a `WHO:` answer: `#room (N): a b c`, the first 100 names in
+/// case-insensitive order (found by selection), then how many more. A cluster answers
+/// with every server's names through the same function.
+pub fn who_line(room: &str, mut names: Vec<&str>) -> String {
+    sort_prefix(&mut names, LIST_LIMIT, |a, b| by_folded_name(a, b));
+    let mut line = format!("{room} ({}):", names.len());
+    for name in names.iter().take(LIST_LIMIT) {
+        line.push(' ');
+        line.push_str(name);
+    }
+    if names.len() > LIST_LIMIT {
+        line.push_str(&format!(" …and {} more", names.len() - LIST_LIMIT));
+    }
+    line
+}
+
+/// The text of a `ROOMS:` answer from `(room, members)` pairs: the first 100 rooms by
+/// name, then how many more.
+pub fn rooms_line(mut rooms: Vec<(&str, usize)>) -> String {
+    sort_prefix(&mut rooms, LIST_LIMIT, |a, b| by_folded_name(a.0, b.0));
+    let mut line = format!("rooms ({}):", rooms.len());
+    for (room, members) in rooms.iter().take(LIST_LIMIT) {
+        line.push_str(&format!(" {room} ({members})"));
+    }
+    if rooms.len() > LIST_LIMIT {
+        line.push_str(&format!(" …and {} more", rooms.len() - LIST_LIMIT));
+    }
+    line
+}
+
 /// Sorts the first `limit` items of `items` by `cmp` and leaves the rest unordered
 /// after them: a selection in O(n) plus a sort of what is shown, instead of sorting
 /// all of a room of thousands for a list of a hundred.
@@ -197,6 +257,7 @@ impl Hub {
             rooms: Slab::new(),
             room_index: HashMap::new(),
             next_guest: 1,
+            guest_end: u64::MAX,
             announce_limit,
         }
     }
@@ -234,6 +295,7 @@ impl Hub {
             if let Some((room, pos)) = member.room {
                 self.leave_room(id, room, pos, name, announce, out);
             }
+            out.name_freed(name);
         }
     }
 
@@ -310,6 +372,14 @@ impl Hub {
     /// Number of rooms.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// A room's name as created, found by any case; `None` if there is no such room.
+    pub fn room_name(&self, room: &str) -> Option<&str> {
+        let mut buf = [0; MAX_NAME + 2];
+        fold(room, &mut buf)
+            .and_then(|k| self.room_index.get(k))
+            .map(|&r| &*self.rooms[r].name)
     }
 
     /// Members of a room, by name (any case); empty if there is no such room.
@@ -395,6 +465,7 @@ impl Hub {
             None => {
                 member.name = Some(name.into());
                 self.names.insert(key.into(), id);
+                out.name_taken(id, name);
                 self.enter(id, LOBBY, name, out);
             }
             Some(old) if &*old == name => {
@@ -409,12 +480,18 @@ impl Hub {
                     self.names.remove(old_key);
                 }
                 self.names.insert(key.into(), id);
+                out.name_taken(id, name);
+                if !old.eq_ignore_ascii_case(name) {
+                    out.name_freed(&old);
+                }
                 let notice = Notice::Renamed {
                     old: &old,
                     new: name,
                 };
                 match room {
                     Some((room, _)) => {
+                        out.left(&self.rooms[room].name, &old);
+                        out.joined(&self.rooms[room].name, name);
                         let text = notice.to_string();
                         out.to_room(self.rooms[room].audience(), None, Event::Server(&text))
                     }
@@ -429,7 +506,7 @@ impl Hub {
             return out.notice(id, Notice::InvalidRoom(room));
         }
         let Some(name) = self.name(id).map(Box::<str>::from) else {
-            let guest = self.take_guest_name(id);
+            let guest = self.take_guest_name(id, out);
             return self.enter(id, room, &guest, out);
         };
         let Some(member) = self.member_mut(id) else {
@@ -471,6 +548,14 @@ impl Hub {
         }
         let mut buf = [0; MAX_NAME + 2];
         let Some(&target) = fold(to, &mut buf).and_then(|k| self.names.get(k)) else {
+            if valid_name(to) {
+                self.ensure_member(id, out);
+                if let Some(from) = self.name(id)
+                    && out.elsewhere(id, from, to, text)
+                {
+                    return;
+                }
+            }
             return out.notice(id, Notice::NoSuchUser(to));
         };
         self.ensure_member(id, out);
@@ -492,33 +577,18 @@ impl Hub {
             return out.send(id, Event::Server(&format!("{LOBBY} (0):")));
         };
         let room = &self.rooms[room];
-        let mut names: Vec<&str> = room.members.iter().filter_map(|&m| self.name(m)).collect();
-        sort_prefix(&mut names, LIST_LIMIT, |a, b| by_folded_name(a, b));
-        let mut line = format!("{} ({}):", room.name, names.len());
-        for name in names.iter().take(LIST_LIMIT) {
-            line.push(' ');
-            line.push_str(name);
-        }
-        if names.len() > LIST_LIMIT {
-            line.push_str(&format!(" …and {} more", names.len() - LIST_LIMIT));
-        }
-        out.send(id, Event::Server(&line));
+        let names: Vec<&str> = room.members.iter().filter_map(|&m| self.name(m)).collect();
+        out.send(id, Event::Server(&who_line(&room.name, names)));
     }
 
     /// `ROOMS:`: the first 100 rooms by name, found by selection.
     fn list_rooms(&self, id: ConnId, out: &mut impl Outbox) {
-        let mut rooms: Vec<&Room> = self.rooms.iter().map(|(_, r)| r).collect();
-        sort_prefix(&mut rooms, LIST_LIMIT, |a, b| {
-            by_folded_name(&a.name, &b.name)
-        });
-        let mut line = format!("rooms ({}):", rooms.len());
-        for room in rooms.iter().take(LIST_LIMIT) {
-            line.push_str(&format!(" {} ({})", room.name, room.members.len()));
-        }
-        if rooms.len() > LIST_LIMIT {
-            line.push_str(&format!(" …and {} more", rooms.len() - LIST_LIMIT));
-        }
-        out.send(id, Event::Server(&line));
+        let rooms: Vec<(&str, usize)> = self
+            .rooms
+            .iter()
+            .map(|(_, r)| (&*r.name, r.members.len()))
+            .collect();
+        out.send(id, Event::Server(&rooms_line(rooms)));
     }
 
     /// `HISTORY:`: asks for the history of one's room (the lobby before one has a
@@ -535,24 +605,67 @@ impl Hub {
     /// chat line has a sender.
     fn ensure_member(&mut self, id: ConnId, out: &mut impl Outbox) {
         if self.name(id).is_none() {
-            let guest = self.take_guest_name(id);
+            let guest = self.take_guest_name(id, out);
             self.enter(id, LOBBY, &guest, out);
         }
     }
 
     /// Picks the next free `guestN`, records it as `id`'s name and returns it.
-    fn take_guest_name(&mut self, id: ConnId) -> Box<str> {
+    fn take_guest_name(&mut self, id: ConnId, out: &mut impl Outbox) -> Box<str> {
+        let guest = self.next_guest_name();
+        self.names.insert(guest.clone(), id);
+        if let Some(m) = self.member_mut(id) {
+            m.name = Some(guest.clone());
+        }
+        out.name_taken(id, &guest);
+        guest
+    }
+
+    /// The next free `guestN`.
+    fn next_guest_name(&mut self) -> Box<str> {
         loop {
             let guest = format!("guest{}", self.next_guest);
             self.next_guest += 1;
-            if !self.names.contains_key(guest.as_str()) {
-                let guest: Box<str> = guest.into();
-                self.names.insert(guest.clone(), id);
-                if let Some(m) = self.member_mut(id) {
-                    m.name = Some(guest.clone());
-                }
-                return guest;
+            if !self.names.contains_key(guest.as_str()) && !self.reserved.contains(guest.as_str()) {
+                return guest.into();
             }
+        }
+    }
+
+    /// Guest numbers are taken from `block` from now on (a cluster's share). A block
+    /// that is not ahead of the one in use is ignored.
+    pub fn set_guests(&mut self, block: std::ops::Range<u64>) {
+        if block.start >= self.next_guest.min(self.guest_end) || self.guest_end == u64::MAX {
+            self.next_guest = block.start;
+            self.guest_end = block.end;
+        }
+    }
+
+    /// Guest numbers left in the current block (after it, numbering goes on past it,
+    /// unique on this server only, until a new block comes).
+    pub fn guests_left(&self) -> u64 {
+        self.guest_end.saturating_sub(self.next_guest)
+    }
+
+    /// `id` loses its name to another server: it becomes the next guest, and its room
+    /// hears the rename like any other. Returns the new name.
+    pub fn rename_to_guest(&mut self, id: ConnId, out: &mut impl Outbox) -> Option<Box<str>> {
+        self.member(id)?.name.as_ref()?;
+        let guest = self.next_guest_name();
+        if let Some(m) = self.member_mut(id) {
+            // The account (and its rights) stay with the name.
+            m.account = false;
+            m.admin = false;
+        }
+        self.nick(id, &guest, out);
+        Some(guest)
+    }
+
+    /// The room `id` is in, or the lobby (as `WHO:` and `HISTORY:` see it).
+    pub fn room_of(&self, id: ConnId) -> &str {
+        match self.member(id).and_then(|m| m.room) {
+            Some((room, _)) => &self.rooms[room].name,
+            None => LOBBY,
         }
     }
 
@@ -588,6 +701,7 @@ impl Hub {
         if let Some(m) = self.member_mut(id) {
             m.room = Some((room, pos));
         }
+        out.joined(&self.rooms[room].name, name);
         if self.announces(room) {
             out.to_room(self.rooms[room].audience(), Some(id), Event::Join(name));
         }
@@ -615,13 +729,17 @@ impl Hub {
         if let Some(m) = self.member_mut(id) {
             m.room = None;
         }
+        out.left(&self.rooms[room].name, name);
+        // Told even when nobody here is left: members on other servers of a cluster
+        // hear it through the outbox.
+        if announce {
+            out.to_room(self.rooms[room].audience(), None, Event::Leave(name));
+        }
         if self.rooms[room].members.is_empty() {
             let gone = self.rooms.remove(room);
             self.room_index
                 .remove(gone.name.to_ascii_lowercase().as_str());
             out.room_closed(&gone.name);
-        } else if announce {
-            out.to_room(self.rooms[room].audience(), None, Event::Leave(name));
         }
     }
 }

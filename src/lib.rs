@@ -27,9 +27,12 @@
 //!   on the loop's side (`history`), accounts and operators (`access`), the metrics
 //!   endpoint (`metrics`), live reload (`reload`), the inbox for other threads (`inbox`)
 //!   and the counters and summary line (`stats`).
-//! - [`store`]: room history in SQLite, on its own thread: the loop never waits on disk.
+//! - [`store`]: room history, accounts and room keys in SQLite (or, in a cluster, in
+//!   Redis), on its own thread: the loop never waits on disk.
 //! - [`auth`]: Argon2id password hashing on worker threads, the server password file,
 //!   constant-time comparison.
+//! - [`cluster`]: the Redis backplane that makes several servers one chat, on two
+//!   threads beside the loop.
 //! - [`client`]: `loopchat client`: the line client, and the full-screen one on a
 //!   terminal.
 //! - [`mod@bench`]: `loopchat bench`, the load harness.
@@ -43,6 +46,7 @@ pub mod abuse;
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod conn;

@@ -11,11 +11,19 @@ use std::str::FromStr;
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` and the given backlog. mio's own
 /// `TcpListener::bind` uses a backlog of 128, which drops SYNs in a burst of thousands
-/// of connects.
-pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener> {
+/// of connects. `reuse_port` sets `SO_REUSEPORT` too: several processes may then bind
+/// the same address, and the kernel spreads new connections over them.
+pub fn listen(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> io::Result<mio::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
@@ -53,6 +61,12 @@ pub fn raise_nofile_limit() -> u64 {
 pub struct IpKey(IpAddr);
 
 impl IpKey {
+    /// The address the key stands for (an IPv6 /64 as its first address): `of` gives
+    /// the same key back.
+    pub fn addr(self) -> IpAddr {
+        self.0
+    }
+
     /// The key for `ip`. IPv4-mapped IPv6 addresses count as their IPv4 address.
     pub fn of(ip: IpAddr) -> IpKey {
         match ip {

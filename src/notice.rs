@@ -117,6 +117,12 @@ pub enum Notice<'a> {
     PasswordLength,
     /// Another connection logged in to this one's account; this one is closed.
     LoggedInElsewhere,
+    /// Cluster: two servers granted this name while Redis was unreachable, and the
+    /// earlier claim, on another server, keeps it; the holder here becomes a guest.
+    NameLost(&'a str),
+    /// Cluster: a private message for someone on another server while Redis is
+    /// unreachable.
+    Unreachable(&'a str),
     /// A line before the server password (`--password-file`).
     PasswordRequired,
     /// A wrong server password; the connection is closed.
@@ -182,6 +188,8 @@ impl Notice<'_> {
             | Notice::WrongLogin
             | Notice::PasswordLength
             | Notice::LoggedInElsewhere
+            | Notice::NameLost(_)
+            | Notice::Unreachable(_)
             | Notice::PasswordRequired
             | Notice::WrongServerPassword
             | Notice::NeedsKey(_)
@@ -260,6 +268,14 @@ impl fmt::Display for Notice<'_> {
             Notice::WrongLogin => f.write_str("wrong name or password"),
             Notice::PasswordLength => f.write_str("password must be 8 to 128 bytes"),
             Notice::LoggedInElsewhere => f.write_str("logged in elsewhere, closing"),
+            Notice::NameLost(name) => write!(
+                f,
+                "name {name} was taken on another server while the cluster was split; you are a guest now"
+            ),
+            Notice::Unreachable(name) => write!(
+                f,
+                "{name} cannot be reached now: the cluster is unavailable, message dropped"
+            ),
             Notice::PasswordRequired => f.write_str("password required"),
             Notice::WrongServerPassword => f.write_str("wrong server password, closing"),
             Notice::NeedsKey(room) => write!(f, "room {room} needs a key"),
@@ -322,6 +338,8 @@ mod tests {
             Notice::WrongLogin,
             Notice::PasswordLength,
             Notice::LoggedInElsewhere,
+            Notice::NameLost("<name>"),
+            Notice::Unreachable("<name>"),
             Notice::PasswordRequired,
             Notice::WrongServerPassword,
             Notice::NeedsKey("#<room>"),
@@ -375,6 +393,8 @@ mod tests {
             | Notice::WrongLogin
             | Notice::PasswordLength
             | Notice::LoggedInElsewhere
+            | Notice::NameLost(_)
+            | Notice::Unreachable(_)
             | Notice::PasswordRequired
             | Notice::WrongServerPassword
             | Notice::NeedsKey(_)

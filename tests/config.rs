@@ -25,6 +25,10 @@ ws-listen = "0.0.0.0:7080"
 wss-listen = "0.0.0.0:7444"
 ws-origin = ["https://chat.example.org"]
 metrics = "127.0.0.1:9100"
+cluster = "redis://10.0.0.5:6379/2"
+node-id = "chat-1"
+cluster-ttl = "30s"
+reuse-port = true
 db = "/var/lib/loopchat/loopchat.db"
 db-flush = "100ms"
 history-replay = 50
@@ -122,6 +126,10 @@ fn every_key_is_read_from_the_file() {
     let secs = Duration::from_secs;
     assert_eq!(c.addr, "0.0.0.0:7000".parse().unwrap());
     assert_eq!(c.tls_listen, Some("0.0.0.0:7443".parse().unwrap()));
+    assert_eq!(c.cluster.as_deref(), Some("redis://10.0.0.5:6379/2"));
+    assert_eq!(c.node_id.as_deref(), Some("chat-1"));
+    assert_eq!(c.cluster_ttl, secs(30));
+    assert!(c.reuse_port);
     assert_eq!(c.tls_cert, Some("/etc/loopchat/cert.pem".into()));
     assert_eq!(c.tls_key, Some("/etc/loopchat/key.pem".into()));
     assert!(c.no_plain);
@@ -707,29 +715,32 @@ fn the_systemd_unit_verifies() {
         return;
     }
     // The unit names /usr/local/bin/loopchat, which `verify` checks exists: a copy of
-    // the unit pointing at the binary just built is what is verified.
+    // the unit pointing at the binary just built is what is verified. The template
+    // (one process per core) is verified as one of its instances.
     let dir = TempDir::new();
-    let unit = std::fs::read_to_string(contrib("loopchat.service")).unwrap();
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/loopchat server"),
-        "{unit}"
-    );
-    let unit = unit.replace("/usr/local/bin/loopchat", env!("CARGO_BIN_EXE_loopchat"));
-    let path = dir.write("loopchat.service", &unit);
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(&path)
-        .env("SYSTEMD_LOG_LEVEL", "warning")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    // Inside a container with no systemd running, verify may complain about the
-    // environment, not the unit: only complaints that name the unit count.
-    let about_unit: Vec<&str> = said
-        .lines()
-        .filter(|l| l.contains("loopchat.service"))
-        .collect();
-    assert!(about_unit.is_empty(), "{said}");
+    for (file, name) in [
+        ("loopchat.service", "loopchat.service"),
+        ("loopchat@.service", "loopchat@core0.service"),
+    ] {
+        let unit = std::fs::read_to_string(contrib(file)).unwrap();
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/loopchat server"),
+            "{unit}"
+        );
+        let unit = unit.replace("/usr/local/bin/loopchat", env!("CARGO_BIN_EXE_loopchat"));
+        let path = dir.write(name, &unit);
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&path)
+            .env("SYSTEMD_LOG_LEVEL", "warning")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        // Inside a container with no systemd running, verify may complain about the
+        // environment, not the unit: only complaints that name the unit count.
+        let about_unit: Vec<&str> = said.lines().filter(|l| l.contains(name)).collect();
+        assert!(about_unit.is_empty(), "{said}");
+    }
 }
 
 #[test]

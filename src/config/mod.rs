@@ -89,6 +89,30 @@ pub struct ServerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
 
+    /// Join a cluster of servers sharing rooms, names and bans through this Redis
+    /// (`redis://HOST:PORT[/DB]`). History and accounts then live in Redis too, and
+    /// `--db` is not used.
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+
+    /// This server's name in the cluster (letters, digits, `-`, `_`, `.`; at most 32).
+    /// Default: generated from the host name and the process id.
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+
+    /// How long a node that stopped answering keeps its names (and is counted in
+    /// `WHO:`/`ROOMS:`): its heartbeat renews them every third of this.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    #[serde(with = "units::duration")]
+    pub cluster_ttl: Duration,
+
+    /// Open the listeners with `SO_REUSEPORT`, so several processes (one per core) share
+    /// one port and the kernel spreads connections over them.
+    #[arg(long)]
+    pub reuse_port: bool,
+
     /// The history database (SQLite): a file path, or `none` to keep history in memory
     /// only (lost at exit).
     #[arg(long, default_value = "loopchat.db", value_name = "PATH")]

@@ -61,15 +61,16 @@ pub(super) struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` with `backlog` and registers it under its index's token.
+    /// Binds `addr` with `backlog` (and `SO_REUSEPORT` if asked) and registers it under its index's token.
     pub(super) fn bind(
         registry: &mio::Registry,
         index: usize,
         addr: SocketAddr,
         backlog: i32,
+        reuse_port: bool,
         kind: ListenerKind,
     ) -> io::Result<Listener> {
-        let mut socket = net::listen(addr, backlog)?;
+        let mut socket = net::listen(addr, backlog, reuse_port)?;
         let addr = socket.local_addr()?;
         registry.register(
             &mut socket,

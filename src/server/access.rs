@@ -105,6 +105,22 @@ impl Access {
         })
     }
 
+    /// An account registered on another server of the cluster; false if it was known.
+    pub(super) fn add_account(&mut self, name: &str, phc: String) -> bool {
+        match self.accounts.entry(fold(name)) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((name.into(), phc));
+                true
+            }
+        }
+    }
+
+    /// A room key made on another server of the cluster (a known one is kept).
+    pub(super) fn add_room_key(&mut self, room: &str, phc: String) {
+        self.room_keys.entry(fold(room)).or_insert(phc);
+    }
+
     /// The names of every account, to reserve in the hub.
     pub(super) fn account_names(&self) -> impl Iterator<Item = &str> {
         self.accounts.values().map(|(name, _)| &**name)
@@ -356,7 +372,7 @@ impl Server {
         let ip = conn.peer().ip();
         match (pending, answer) {
             (Pending::Register { name, .. }, Answer::Hashed { phc, .. }) => {
-                self.finish_register(id, &name, phc)
+                self.finish_register(id, &name, phc, now)
             }
             (Pending::Auth { name, .. }, Answer::Verified { ok: true, .. }) => {
                 let name = self
@@ -377,6 +393,10 @@ impl Server {
                     self.access.room_keys.entry(fold(&room))
                 {
                     slot.insert(phc.clone());
+                    self.cluster.tell_all(crate::cluster::Frame::RoomKey {
+                        room: room.to_string(),
+                        phc: phc.clone(),
+                    });
                     let secret = store::Secret::RoomKey {
                         room: room.to_string(),
                         phc,
@@ -405,16 +425,42 @@ impl Server {
         self.arm_replay_timers(now);
     }
 
-    fn finish_register(&mut self, id: ConnId, name: &str, phc: String) {
-        let key = fold(name);
-        // Someone may have registered or taken the name while this one was hashed.
-        if self.access.accounts.contains_key(&key) {
-            return self.conns.notice(id, Notice::NameRegistered(name));
+    fn finish_register(&mut self, id: ConnId, name: &str, phc: String, now: Instant) {
+        if self.register_refused(id, name) {
+            return;
+        }
+        // In a cluster the name is claimed first; the rest follows the answer.
+        let own = self.hub.owner(name) == Some(id);
+        if own || !self.cluster_claim_account(id, name, Some(phc.clone()), now) {
+            self.finish_register_now(id, name, phc);
+        }
+    }
+
+    /// Whether a registration must stop: someone registered or took the name while
+    /// this one was hashed (then it has been told).
+    fn register_refused(&mut self, id: ConnId, name: &str) -> bool {
+        if self.access.accounts.contains_key(&fold(name)) {
+            self.conns.notice(id, Notice::NameRegistered(name));
+            return true;
         }
         if self.hub.owner(name).is_some_and(|owner| owner != id) {
-            return self.conns.notice(id, Notice::NameTaken(name));
+            self.conns.notice(id, Notice::NameTaken(name));
+            return true;
         }
+        false
+    }
+
+    /// Registers the account `name` and logs `id` in to it.
+    pub(super) fn finish_register_now(&mut self, id: ConnId, name: &str, phc: String) {
+        if self.register_refused(id, name) {
+            return;
+        }
+        let key = fold(name);
         self.access.accounts.insert(key, (name.into(), phc.clone()));
+        self.cluster.tell_all(crate::cluster::Frame::Account {
+            name: name.into(),
+            phc: phc.clone(),
+        });
         let secret = store::Secret::Account {
             name: name.to_string(),
             phc,
@@ -425,27 +471,56 @@ impl Server {
         self.hub.reserve(name);
         info!("account {name:?} registered");
         let admin = self.access.is_admin(name);
-        let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
+        let mut out = Delivery::new(
+            &mut self.conns,
+            &mut self.history,
+            &mut self.asked,
+            &mut self.cluster,
+        );
         self.hub.login(id, name, admin, &mut out);
     }
 
-    /// Logs `id` in to `name`; a connection that holds the name is closed first.
+    /// Logs `id` in to `name`; a connection that holds the name is closed first (in a
+    /// cluster, on whichever server it is: the name is claimed first).
     fn log_in(&mut self, id: ConnId, name: &str, now: Instant) {
+        let own = self.hub.owner(name) == Some(id);
+        if own || !self.cluster_claim_account(id, name, None, now) {
+            self.log_in_now(id, name, now);
+        }
+    }
+
+    /// Logs `id` in to `name` on this server.
+    pub(super) fn log_in_now(&mut self, id: ConnId, name: &str, now: Instant) {
         if let Some(other) = self.hub.owner(name)
             && other != id
         {
             self.last_words(other, Notice::LoggedInElsewhere, now);
-            let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
+            let mut out = Delivery::new(
+                &mut self.conns,
+                &mut self.history,
+                &mut self.asked,
+                &mut self.cluster,
+            );
             self.hub.remove(other, true, &mut out);
         }
         debug!("{id} logged in as {name:?}");
         let admin = self.access.is_admin(name);
-        let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
+        let mut out = Delivery::new(
+            &mut self.conns,
+            &mut self.history,
+            &mut self.asked,
+            &mut self.cluster,
+        );
         self.hub.login(id, name, admin, &mut out);
     }
 
     fn join_room(&mut self, id: ConnId, room: &str) {
-        let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
+        let mut out = Delivery::new(
+            &mut self.conns,
+            &mut self.history,
+            &mut self.asked,
+            &mut self.cluster,
+        );
         self.hub
             .apply(id, Command::Join { room, key: None }, &mut out);
     }
@@ -492,6 +567,7 @@ impl Server {
         };
         let by = self.hub.name(id).unwrap_or_default().to_string();
         self.abuse.ban_by_operator(ip, duration, &by, now);
+        self.announce_ban(IpKey::of(ip), duration, &format!("by operator {by:?}"));
         let seconds = super::whole_seconds(duration);
         self.last_words_to_all(
             |c| IpKey::of(c.peer().ip()) == IpKey::of(ip),

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 
+use super::cluster::Cluster;
 use super::conns::Conns;
 use crate::codec::Event;
 use crate::hub::{Audience, Busy, ConnId, Outbox};
@@ -104,7 +105,7 @@ impl History {
 
     /// Records a room message: its time (strictly increasing within the room), the
     /// room's tail, and the store.
-    fn record(&mut self, room: &str, from: &str, text: &str) {
+    fn record(&mut self, room: &str, from: &str, text: &str) -> i64 {
         let tail = tail_of(&mut self.rooms, room);
         let at_ms = unix_ms().max(tail.last_ms.saturating_add(1));
         tail.last_ms = at_ms;
@@ -121,6 +122,26 @@ impl History {
             }
         }
         self.store.append(message);
+        at_ms
+    }
+
+    /// A room message from another server of the cluster: into the room's tail for
+    /// replay, not into the store (its own server stored it).
+    pub(super) fn record_remote(&mut self, room: &str, from: &str, text: &str, at_ms: i64) {
+        if self.replay == 0 {
+            return;
+        }
+        let tail = tail_of(&mut self.rooms, room);
+        tail.last_ms = tail.last_ms.max(at_ms);
+        tail.messages.push_back(Message {
+            room: room.to_string(),
+            at_ms,
+            from: from.to_string(),
+            text: text.to_string(),
+        });
+        if tail.loaded && tail.messages.len() > self.replay {
+            tail.messages.pop_front();
+        }
     }
 
     /// A member entered `room`: replays its tail at once if the loop has it, else
@@ -198,7 +219,14 @@ impl History {
         let Some(tail) = self.rooms.get_mut(key) else {
             return;
         };
-        let live = std::mem::take(&mut tail.messages);
+        let mut live = std::mem::take(&mut tail.messages);
+        // In a cluster a message said on another server may arrive live and be in the
+        // store's answer too: it is replayed once.
+        live.retain(|m| {
+            !stored
+                .iter()
+                .any(|s| s.at_ms == m.at_ms && s.from == m.from && s.text == m.text)
+        });
         let stored_len = stored.len();
         let mut all: VecDeque<Message> = stored.into();
         all.extend(live);
@@ -262,6 +290,8 @@ pub(super) struct Delivery<'a> {
     history: &'a mut History,
     /// Questions put to the store during this delivery, to time out.
     asked: &'a mut Vec<Tag>,
+    /// The other servers, if this one is in a cluster.
+    cluster: &'a mut Cluster,
 }
 
 impl<'a> Delivery<'a> {
@@ -271,11 +301,13 @@ impl<'a> Delivery<'a> {
         conns: &'a mut Conns,
         history: &'a mut History,
         asked: &'a mut Vec<Tag>,
+        cluster: &'a mut Cluster,
     ) -> Delivery<'a> {
         Delivery {
             conns,
             history,
             asked,
+            cluster,
         }
     }
 }
@@ -286,10 +318,12 @@ impl Outbox for Delivery<'_> {
     }
 
     fn to_room(&mut self, room: Audience<'_>, except: Option<ConnId>, event: Event<'_>) {
-        if let Event::Say { from, text } = event {
-            self.history.record(room.room, from, text);
-        }
+        let at_ms = match event {
+            Event::Say { from, text } => self.history.record(room.room, from, text),
+            _ => 0,
+        };
         self.conns.to_room(room, except, event);
+        self.cluster.publish_room(room.room, event, at_ms);
     }
 
     fn notice(&mut self, to: ConnId, notice: Notice<'_>) {
@@ -312,5 +346,25 @@ impl Outbox for Delivery<'_> {
 
     fn room_closed(&mut self, room: &str) {
         self.history.forget(room, self.conns);
+    }
+
+    fn joined(&mut self, room: &str, name: &str) {
+        self.cluster.joined(room, name);
+    }
+
+    fn left(&mut self, room: &str, name: &str) {
+        self.cluster.left(room, name);
+    }
+
+    fn name_taken(&mut self, _id: ConnId, name: &str) {
+        self.cluster.name_taken(name);
+    }
+
+    fn name_freed(&mut self, name: &str) {
+        self.cluster.name_freed(name);
+    }
+
+    fn elsewhere(&mut self, from_id: ConnId, from: &str, to: &str, text: &str) -> bool {
+        self.cluster.route(from_id, from, to, text)
     }
 }

@@ -28,6 +28,8 @@ pub enum LoopMsg {
     History(crate::store::Answer),
     /// A password hasher's thread answers.
     Auth(crate::auth::Answer),
+    /// The cluster backplane says something.
+    Cluster(crate::cluster::Event),
 }
 
 /// The sending side, for any thread.

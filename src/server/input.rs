@@ -202,10 +202,15 @@ impl Server {
             }
             Err(e) => return self.conns.notice(id, Notice::Parse(e)),
         };
-        if self.gate(id, &cmd, now) {
+        if self.gate(id, &cmd, now) || self.cluster_gate(id, &cmd, now) {
             return;
         }
-        let mut out = Delivery::new(&mut self.conns, &mut self.history, &mut self.asked);
+        let mut out = Delivery::new(
+            &mut self.conns,
+            &mut self.history,
+            &mut self.asked,
+            &mut self.cluster,
+        );
         let next = self.hub.apply(id, cmd, &mut out);
         self.arm_replay_timers(now);
         if next == Next::Leave {

@@ -315,6 +315,8 @@ impl Server {
     fn figures(&self) -> Vec<Figure> {
         let s = &self.conns.stats;
         let store = self.history.store();
+        let cluster = self.cluster.counters();
+        use std::sync::atomic::Ordering::Relaxed;
         let f = |name, kind, help, value: u64| Figure {
             name,
             kind,
@@ -441,6 +443,24 @@ impl Server {
                 "counter",
                 "Messages from other threads dropped for a full inbox.",
                 self.inbox.dropped(),
+            ),
+            f(
+                "loopchat_cluster_up",
+                "gauge",
+                "1 while the cluster's Redis is reachable (0 off a cluster).",
+                cluster.map_or(0, |c| c.up.load(Relaxed) as u64),
+            ),
+            f(
+                "loopchat_cluster_dropped_total",
+                "counter",
+                "Requests to the cluster backplane dropped for a full queue.",
+                cluster.map_or(0, |c| c.dropped.load(Relaxed)),
+            ),
+            f(
+                "loopchat_cluster_undelivered_total",
+                "counter",
+                "Publications to other servers not made while Redis was unreachable.",
+                cluster.map_or(0, |c| c.undelivered.load(Relaxed)),
             ),
         ]
     }

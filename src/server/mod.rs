@@ -40,6 +40,7 @@ use crate::timer::TimerWheel;
 
 mod accept;
 mod access;
+mod cluster;
 mod conns;
 mod history;
 pub mod inbox;
@@ -50,6 +51,7 @@ pub mod stats;
 
 use accept::{LISTENER_BASE, Listener, ListenerKind};
 use access::Access;
+use cluster::Cluster;
 use conns::{Conns, OutputLimits};
 use history::{Delivery, History, REPLAY_WAIT};
 use inbox::{Inbox, InboxSender, LoopMsg};
@@ -94,6 +96,8 @@ enum Timer {
     Replay(crate::store::Tag),
     /// Ping every browser; close those that did not answer the last ping.
     Keepalive,
+    /// Stop waiting for Redis to answer this question (a claim, `WHO:`, `ROOMS:`).
+    Cluster(u64),
 }
 
 /// Asks a running server to shut down, from any thread.
@@ -163,6 +167,8 @@ pub struct Server {
     asked: Vec<crate::store::Tag>,
     /// Accounts, the server password, room keys and operators.
     access: Access,
+    /// The other servers, with `--cluster`.
+    cluster: Cluster,
     /// Scrapes of `--metrics` in progress.
     scrapes: Scrapes,
     /// What browser connections share.
@@ -194,12 +200,19 @@ impl Server {
         let tls = TlsSetup::load(&config)?;
         let wanted = accept::wanted_listeners(&config, tls.is_some())?;
         let inbox = Inbox::new(poll.registry(), WAKER)?;
+        // Redis is reached before anything listens: a cluster that cannot be joined is
+        // an error at start.
+        let (cluster, joined) = Cluster::join(&config, inbox.sender())?;
         // The database opens before anything listens, so a bad file is an error at
         // start, not a surprise later.
         let answers = inbox.sender();
         let mut store = crate::store::Store::open(
             crate::store::StoreConfig {
-                path: (config.db != "none").then(|| PathBuf::from(&config.db)),
+                // In a cluster, history and accounts live in the cluster's Redis, so
+                // every server answers the same.
+                path: (config.db != "none" && config.cluster.is_none())
+                    .then(|| PathBuf::from(&config.db)),
+                redis: config.cluster.clone(),
                 flush: config.db_flush,
                 retain: config.history_retain,
                 queue: crate::store::DEFAULT_QUEUE,
@@ -237,11 +250,23 @@ impl Server {
         let listeners = wanted
             .into_iter()
             .enumerate()
-            .map(|(i, (addr, kind))| Listener::bind(poll.registry(), i, addr, config.backlog, kind))
+            .map(|(i, (addr, kind))| {
+                Listener::bind(
+                    poll.registry(),
+                    i,
+                    addr,
+                    config.backlog,
+                    config.reuse_port,
+                    kind,
+                )
+            })
             .collect::<io::Result<Vec<_>>>()?;
         let mut hub = Hub::new(config.announce_limit);
         for name in access.account_names() {
             hub.reserve(name);
+        }
+        if cluster.is_on() {
+            hub.set_guests(joined.guests.clone());
         }
         let signals = if config.handle_signals {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -296,7 +321,15 @@ impl Server {
                 max_message: config.max_line,
             }),
             turns: TurnHistogram::default(),
-            abuse: Abuse::new(&config, now),
+            abuse: {
+                let mut abuse = Abuse::new(&config, now);
+                for (ip, ms, why) in &joined.bans {
+                    let key = IpKey::of(*ip);
+                    abuse.ban_from_cluster(key, Duration::from_millis(*ms), why, now);
+                }
+                abuse
+            },
+            cluster,
             conns: Conns::new(OutputLimits::of(&config), now),
             history: History::new(store, config.history_replay),
             asked: Vec::new(),
@@ -452,6 +485,7 @@ impl Server {
         let store = self.history.into_store();
         store.close(STORE_CLOSE_WAIT);
         self.access.stop();
+        self.cluster.stop();
         Ok(())
     }
 
@@ -463,6 +497,7 @@ impl Server {
         // evicting may close more: go round until nothing is left to close.
         loop {
             self.reap(now);
+            self.cluster.top_up_guests(self.hub.guests_left());
             let held_until = self.conns.flush_all(self.poll.registry());
             let grace_ends = self.conns.evict_stalled();
             if !self.conns.has_closes() {
@@ -524,11 +559,17 @@ impl Server {
     /// lingers for the peer's end of input; a closed one is removed.
     fn reap(&mut self, now: Instant) {
         while let Some(id) = self.conns.next_to_close() {
-            let announce = !self.shutting_down;
+            // At shutdown nobody here needs to hear it; other servers' members do.
+            let announce = !self.shutting_down || self.cluster.is_on();
             self.hub.remove(
                 id,
                 announce,
-                &mut Delivery::new(&mut self.conns, &mut self.history, &mut self.asked),
+                &mut Delivery::new(
+                    &mut self.conns,
+                    &mut self.history,
+                    &mut self.asked,
+                    &mut self.cluster,
+                ),
             );
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
@@ -551,11 +592,16 @@ impl Server {
     /// Removes `id` from the table and the hub and closes its socket (with a FIN if it
     /// was draining and has sent everything).
     fn remove_now(&mut self, id: ConnId, now: Instant) {
-        let announce = !self.shutting_down;
+        let announce = !self.shutting_down || self.cluster.is_on();
         self.hub.remove(
             id,
             announce,
-            &mut Delivery::new(&mut self.conns, &mut self.history, &mut self.asked),
+            &mut Delivery::new(
+                &mut self.conns,
+                &mut self.history,
+                &mut self.asked,
+                &mut self.cluster,
+            ),
         );
         let Some(mut conn) = self.conns.remove(id) else {
             return;
@@ -576,8 +622,15 @@ impl Server {
         }
     }
 
-    /// Bans `ip`: every connection from it is told why, flushed and closed.
+    /// Bans `ip` (abuse control has recorded it): every connection from it is told
+    /// why, flushed and closed, and in a cluster every other server bans it too.
     fn ban(&mut self, ip: IpKey, duration: Duration, now: Instant) {
+        self.announce_ban(ip, duration, "strikes");
+        self.close_banned(ip, duration, now);
+    }
+
+    /// Closes every connection from a banned address, telling it why.
+    fn close_banned(&mut self, ip: IpKey, duration: Duration, now: Instant) {
         let seconds = whole_seconds(duration);
         self.last_words_to_all(
             |c| IpKey::of(c.peer().ip()) == ip,
@@ -605,6 +658,7 @@ impl Server {
                 }
             }
             Timer::Replay(tag) => self.history.timed_out(tag, &mut self.conns),
+            Timer::Cluster(tag) => self.cluster_timed_out(tag, now),
             Timer::Keepalive => {
                 for id in self.conns.ids_where(|c| c.state() == State::Open) {
                     match self.conns.get_mut(id).and_then(|c| c.keepalive()) {
@@ -684,6 +738,7 @@ impl Server {
                 LoopMsg::Reload => self.reload(now),
                 LoopMsg::History(answer) => self.history.answered(answer, &mut self.conns),
                 LoopMsg::Auth(answer) => self.on_auth_answer(answer, now),
+                LoopMsg::Cluster(event) => self.on_cluster(event, now),
             }
         }
     }

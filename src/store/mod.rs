@@ -1,32 +1,38 @@
-//! Room history: a storage thread that owns the database, so the loop never touches
-//! the disk.
+//! Room history and accounts: a storage thread that owns the database, so the loop
+//! never touches the disk or the network for them.
 //!
 //! The loop hands messages and history questions to a [`Store`] and gets on with its
 //! work: [`Store::append`] and [`Store::query`] only try to push onto a bounded queue,
 //! and never block. The storage thread takes that queue, group-commits the messages
-//! (one transaction per batch, at most [`StoreConfig::flush`] apart), answers queries
+//! (one batch at a time, at most [`StoreConfig::flush`] apart), answers queries
 //! through the callback given at [`Store::open`] (the server's forwards them into its
 //! inbox and wakes the loop), and deletes what is older than [`StoreConfig::retain`] in
 //! small steps.
 //!
-//! This module owns the queue, the thread, the counters and the [`Backend`] seam; the
-//! SQLite backend is in `sqlite`, the thread's loop in `worker`. It does not own what is
-//! stored or when history is asked for (the hub and the server decide), nor the times in
-//! a [`Message`]: the server stamps them, strictly increasing within a room, so a time
-//! is an exact paging cursor.
+//! This module owns the queue, the thread, the counters and the [`Backend`] seam. Two
+//! backends sit behind it: SQLite in `sqlite` (one server, a file or memory) and Redis
+//! in `redis` (cluster mode: every node shares the same history and accounts); the
+//! thread's loop is in `worker`. It does not own what is stored or when history is
+//! asked for (the hub and the server decide), nor the times in a [`Message`]: the
+//! server stamps them, strictly increasing within a room, so a time is an exact paging
+//! cursor (Redis keeps that across nodes by bumping a time that is not past the room's
+//! last one).
 //!
 //! # What is promised
 //!
 //! - Everything opening can find wrong is found by [`Store::open`], before the server
-//!   listens: each [`StoreError`] names the file and the reason.
+//!   listens: each [`StoreError`] names the file (or the Redis URL) and the reason. A
+//!   Redis that does not answer at open is such an error.
 //! - A query sees every message appended before it, committed or not.
 //! - [`Store::close`] commits everything accepted (SIGTERM loses nothing); a SIGKILL
 //!   loses at most the last flush interval.
-//! - A full queue or a failing disk costs history, never chat: the messages are counted
-//!   in [`Store::unsaved`] and one `warn` is logged per episode, not per message.
-//! - One server per database: the file `PATH.lock` beside it is locked (`flock`) for
-//!   the store's lifetime. SQLite's own locking stays normal, so
-//!   `sqlite3 loopchat.db ".backup copy.db"` works while the server runs.
+//! - A full queue, a failing disk or an unreachable Redis costs history, never chat:
+//!   the messages are counted in [`Store::unsaved`] and one `warn` is logged per
+//!   episode, not per message. The Redis backend connects again by itself.
+//! - SQLite: one server per database, so the file `PATH.lock` beside it is locked
+//!   (`flock`) for the store's lifetime. SQLite's own locking stays normal, so
+//!   `sqlite3 loopchat.db ".backup copy.db"` works while the server runs. Redis is
+//!   shared by design: no lock.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,9 +42,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+mod redis;
 mod sqlite;
 mod worker;
 
+pub use self::redis::{HISTORY_CAP, RedisBackend};
 pub use sqlite::SqliteBackend;
 
 use worker::{Request, Worker};
@@ -87,8 +95,13 @@ pub struct Answer {
 /// How the store is opened and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The database file; `None` keeps history in memory only (`--db none`).
+    /// The database file; `None` keeps history in memory only (`--db none`). Not
+    /// looked at when [`StoreConfig::redis`] is set.
     pub path: Option<PathBuf>,
+    /// Cluster mode (`--cluster`): the Redis URL (`redis://HOST:PORT[/DB]`) that holds
+    /// history and accounts for every node, instead of the SQLite file. No lock file is
+    /// taken: the nodes share it on purpose.
+    pub redis: Option<String>,
     /// Group-commit interval (`--db-flush`): the longest a message waits for its
     /// commit. A batch that reaches 10 000 messages is committed at once.
     pub flush: Duration,
@@ -104,6 +117,7 @@ impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             path: Some(PathBuf::from("loopchat.db")),
+            redis: None,
             flush: DEFAULT_FLUSH,
             retain: DEFAULT_RETAIN,
             queue: DEFAULT_QUEUE,
@@ -111,12 +125,13 @@ impl Default for StoreConfig {
     }
 }
 
-/// Where history is kept. The storage thread owns it and calls nothing else; SQLite is
-/// [`SqliteBackend`], a Redis one will follow for cluster mode.
+/// Where history is kept. The storage thread owns it and calls nothing else: SQLite is
+/// [`SqliteBackend`], Redis (cluster mode) is [`RedisBackend`].
 pub trait Backend: Send {
     /// What the logs call it, such as `database /var/lib/loopchat/loopchat.db`.
     fn name(&self) -> &str;
-    /// Stores `batch` in one transaction: all of it or none.
+    /// Stores `batch`: SQLite in one transaction, all of it or none; Redis in one round
+    /// trip, each room's part atomically (a connection lost midway may store part).
     fn append(&mut self, batch: &[Message]) -> Result<(), StoreError>;
     /// The last `n` messages of `room` (ASCII case folded) strictly before `before_ms`,
     /// or the newest if `None`; oldest first.
@@ -183,9 +198,9 @@ impl fmt::Debug for Secret {
 #[non_exhaustive]
 pub enum StoreError {
     /// The database cannot be opened or used: missing directory, read-only file or
-    /// directory, not a (loopchat) database, corrupt.
+    /// directory, not a (loopchat) database, corrupt; or Redis cannot be reached.
     Open {
-        /// The file (or `memory`).
+        /// The file, `memory`, or the Redis URL (without credentials).
         db: String,
         /// Why, in words.
         reason: String,
@@ -209,16 +224,16 @@ pub enum StoreError {
         /// The newest version this build knows.
         known: i64,
     },
-    /// Storing or deleting failed at run time (disk full, I/O error).
+    /// Storing or deleting failed at run time (disk full, I/O error, Redis gone).
     Write {
-        /// The file (or `memory`).
+        /// The file, `memory`, or the Redis URL (without credentials).
         db: String,
         /// Why, in words.
         reason: String,
     },
     /// Reading history failed at run time.
     Read {
-        /// The file (or `memory`).
+        /// The file, `memory`, or the Redis URL (without credentials).
         db: String,
         /// Why, in words.
         reason: String,
@@ -289,8 +304,9 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the database (creating or migrating it) *synchronously*, so every failure
-    /// is reported before the server listens; then starts the storage thread.
+    /// Opens the database (creating or migrating it), or connects to Redis and checks it
+    /// answers, *synchronously*, so every failure is reported before the server listens;
+    /// then starts the storage thread.
     ///
     /// `answer` runs on the storage thread, once per query; it must not block for long
     /// (the server's forwards into its bounded inbox and wakes the loop).
@@ -298,11 +314,12 @@ impl Store {
         config: StoreConfig,
         answer: Box<dyn Fn(Answer) + Send>,
     ) -> Result<Store, StoreError> {
-        let backend = match &config.path {
-            Some(path) => SqliteBackend::open(path)?,
-            None => SqliteBackend::in_memory()?,
+        let backend: Box<dyn Backend> = match (&config.redis, &config.path) {
+            (Some(url), _) => Box::new(RedisBackend::open(url)?),
+            (None, Some(path)) => Box::new(SqliteBackend::open(path)?),
+            (None, None) => Box::new(SqliteBackend::in_memory()?),
         };
-        Store::with_backend(Box::new(backend), &config, answer)
+        Store::with_backend(backend, &config, answer)
     }
 
     /// The accounts and room keys read at open (empty after the first call).
@@ -316,8 +333,8 @@ impl Store {
         self.tx.try_send(Request::Secret(secret)).is_ok()
     }
 
-    /// Starts the storage thread over an already open `backend`; `config.path` is not
-    /// looked at.
+    /// Starts the storage thread over an already open `backend`; `config.path` and
+    /// `config.redis` are not looked at.
     pub fn with_backend(
         mut backend: Box<dyn Backend>,
         config: &StoreConfig,

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use loopchat::{Server, ServerConfig, ServerHandle};
 
+pub mod redis;
+
 /// How long any single read waits before the test fails: generous, because a slow CI
 /// machine must not fail a correct server, yet short enough that a hang is reported.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -521,10 +523,21 @@ impl Binary {
         Binary::start_with(args, nofile, "info")
     }
 
+    /// [`Binary::start`] listening on `addr` instead of an ephemeral port.
+    #[track_caller]
+    pub fn start_at(addr: &str, args: &[&str]) -> Binary {
+        Binary::start_on(addr, args, None, "info")
+    }
+
     #[track_caller]
     fn start_with(args: &[&str], nofile: Option<u64>, level: &str) -> Binary {
+        Binary::start_on("127.0.0.1:0", args, nofile, level)
+    }
+
+    #[track_caller]
+    fn start_on(addr: &str, args: &[&str], nofile: Option<u64>, level: &str) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loopchat"));
-        cmd.arg("server").arg("127.0.0.1:0");
+        cmd.arg("server").arg(addr);
         // Never a database in the working directory, and no replay unless asked for.
         for (flag, value) in [("--db", "none"), ("--history-replay", "0")] {
             if !args.contains(&flag) {
