@@ -34,7 +34,8 @@ pub struct BenchArgs {
     pub tool: Option<super::cli::BenchTool>,
 
     /// Server address (host:port); with --ws, the server's --ws-listen address. Repeat
-    /// it to spread the clients over several servers (client i uses address i mod n).
+    /// it to spread the clients over several servers round-robin, every room's members
+    /// over all of them (with one room, client i uses address i mod n).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub addr: Vec<String>,
 
@@ -249,7 +250,7 @@ impl BenchDialect {
 /// directly (tests and `benches/load.rs` do).
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// Server addresses (at least one); client `i` connects to `addrs[i % addrs.len()]`.
+    /// Server addresses (at least one); see [`BenchConfig::addr_of`].
     pub addrs: Vec<SocketAddr>,
     /// Measured clients.
     pub clients: usize,
@@ -464,20 +465,25 @@ impl BenchConfig {
         Ok(())
     }
 
-    /// The server address client `id` connects to: round-robin over the addresses.
+    /// The server address client `id` connects to: round-robin over the addresses,
+    /// room by room. Client `id` is member `id / rooms` of room `id % rooms` and takes
+    /// address `(member + room) mod n`, so every room's members (and its senders) go
+    /// round the servers in turn whatever the number of rooms: plain `id mod n` would
+    /// put every room on one server when the rooms are a multiple of the servers. With
+    /// one room it is `id mod n`.
     pub fn addr_of(&self, id: usize) -> SocketAddr {
-        self.addrs[id % self.addrs.len()]
+        let rooms = self.rooms.max(1);
+        self.addrs[(id / rooms + id % rooms) % self.addrs.len()]
     }
 
     /// Each address with the number of connections (stalled ones included) it gets.
     pub fn spread(&self) -> Vec<(SocketAddr, usize)> {
-        let n = self.addrs.len();
-        let total = self.connections();
-        self.addrs
-            .iter()
-            .enumerate()
-            .map(|(k, &a)| (a, (total + n - 1 - k) / n))
-            .collect()
+        let mut counts = vec![0; self.addrs.len()];
+        let rooms = self.rooms.max(1);
+        for id in 0..self.connections() {
+            counts[(id / rooms + id % rooms) % self.addrs.len()] += 1;
+        }
+        self.addrs.iter().copied().zip(counts).collect()
     }
 
     /// The addresses as one text, for reports and messages.
@@ -657,6 +663,12 @@ mod tests {
         assert_eq!(c.addr_of(1), other);
         assert_eq!(c.addr_of(6), server());
         assert_eq!(c.spread(), [(server(), 4), (other, 3)]);
+        // Two rooms on two servers: each room still has members on both.
+        c.rooms = 2;
+        let on = |id| c.addr_of(id);
+        assert_eq!([on(0), on(2), on(4)], [server(), other, server()]);
+        assert_eq!([on(1), on(3), on(5)], [other, server(), other]);
+        assert_eq!(c.spread(), [(server(), 3), (other, 4)]);
         assert_eq!(c.addrs_text(), "127.0.0.1:9, 127.0.0.1:10");
         c.addrs.push("[::1]:9".parse().unwrap());
         assert!(c.validate().unwrap_err().contains("IP versions"));
