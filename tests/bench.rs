@@ -409,21 +409,23 @@ fn a_close_frame_from_the_server_is_a_close_with_its_code() {
 }
 
 #[test]
-fn clients_spread_round_robin_over_several_servers() {
-    // Two unconnected servers and two rooms: client i goes to server i mod 2 and room
-    // i mod 2, so each room lives on one server and nothing crosses between them.
-    let (a, b) = (util::start(util::config()), util::start(util::config()));
-    let mut config = small(a.addr);
-    config.addrs.push(b.addr);
+fn clients_spread_round_robin_over_several_addresses() {
+    // One server listed twice, so every client may go to either; the counts say which
+    // way each went (the spawned cluster below has servers that differ).
+    let server = util::start(util::config());
+    let other = server.addr;
+    let mut config = small(server.addr);
+    config.addrs.push(other);
+    config.clients = 21;
     config.server_pids = vec![std::process::id(), std::process::id()];
     let r = run(&config);
     assert!(r.ok(), "problems: {:?}\n{r}", r.problems);
     assert_eq!(r.received, r.expected);
     assert_eq!(
         r.addrs,
-        [(a.addr.to_string(), 10), (b.addr.to_string(), 10)]
+        [(server.addr.to_string(), 11), (other.to_string(), 10)]
     );
-    assert_eq!(r.addr, format!("{}, {}", a.addr, b.addr));
+    assert_eq!(r.addr, format!("{}, {other}", server.addr));
     let text = r.to_string();
     assert!(
         text.contains("2 addresses, connections round-robin"),
@@ -460,6 +462,75 @@ fn ws_spawn_server_run_has_no_loss() {
     assert!(text.contains("\"lost\":0"), "{text}");
     assert!(text.contains("\"ws\":true"), "{text}");
     assert!(text.contains("\"ok\":true"), "{text}");
+}
+
+#[test]
+fn spawn_cluster_spreads_every_room_over_the_nodes_without_loss() {
+    let json = std::env::temp_dir().join(format!(
+        "loopchat-bench-cluster-{}.json",
+        std::process::id()
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_loopchat"))
+        .args([
+            "bench",
+            "--spawn-cluster",
+            "2",
+            "--clients",
+            "12",
+            "--rooms",
+            "2",
+        ])
+        .args([
+            "--senders",
+            "4",
+            "--rate",
+            "20",
+            "--duration",
+            "500ms",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run loopchat");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("loopchat x2 at 127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("2 addresses, connections round-robin"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Redis CPU s"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap_or_default();
+    let _ = std::fs::remove_file(&json);
+    let report = loopchat::bench::report::json::parse(&text).expect("a JSON report");
+    let num = |k: &str| report.get(k).and_then(|v| v.num());
+    assert_eq!(num("lost"), Some(0.0), "{text}");
+    assert!(num("received") > Some(0.0), "{text}");
+    assert_eq!(num("servers"), Some(2.0), "{text}");
+    let redis = report.get("redis").expect("Redis stats");
+    assert!(
+        redis.get("cpu_us_per_sent").and_then(|v| v.num()).is_some(),
+        "{text}"
+    );
+    // Everything it started has stopped: no node and no Redis of this run is left.
+    let pids: Vec<u32> = report
+        .get("server")
+        .and_then(|s| s.get("pids"))
+        .and_then(|p| p.arr())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.num())
+        .chain(redis.get("pid").and_then(|v| v.num()))
+        .map(|p| p as u32)
+        .collect();
+    assert_eq!(pids.len(), 3, "{text}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} still runs"
+        );
+    }
 }
 
 #[test]

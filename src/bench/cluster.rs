@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::server_proc::{self, Listen, SpawnedServer};
@@ -25,12 +26,19 @@ const REDIS_READY: Duration = Duration::from_secs(10);
 /// How long a node, then Redis, may take to shut down before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
+/// How often Redis is started again on a fresh port when the one picked was taken
+/// between picking and binding.
+const REDIS_ATTEMPTS: usize = 5;
+
 /// Redis's flags: loopback only on `port`, nothing written to disk (no RDB snapshots,
-/// no append-only file), logging to standard output (which goes to its log file).
-pub fn redis_args(port: u16) -> Vec<String> {
+/// no append-only file; a private working directory `dir` all the same), logging to
+/// standard output (which goes to its log file).
+pub fn redis_args(port: u16, dir: &Path) -> Vec<String> {
     [
         "--port",
         &port.to_string(),
+        "--dir",
+        &dir.to_string_lossy(),
         "--bind",
         "127.0.0.1",
         "--save",
@@ -77,19 +85,44 @@ pub fn redis_log(base: &Path) -> PathBuf {
 pub struct SpawnedRedis {
     child: Child,
     addr: SocketAddr,
+    /// Its working directory, removed when dropped.
+    dir: PathBuf,
 }
 
 impl SpawnedRedis {
     /// Starts `redis-server` on a free loopback port with [`redis_args`], its output
-    /// to `log`, and waits until it answers `PING`. Not installed: an error that says
-    /// so.
+    /// to `log`, and waits until it answers `PING` (on another port if the one picked
+    /// was taken meanwhile). Not installed: an error that says so.
     pub fn start(log: &Path) -> io::Result<SpawnedRedis> {
+        use std::os::unix::fs::DirBuilderExt;
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("loopchat-bench-redis-{}-{n}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let mut result = Err(io::Error::other("not started"));
+        for _ in 0..REDIS_ATTEMPTS {
+            result = Self::launch(log, dir.clone());
+            match &result {
+                Err(_)
+                    if std::fs::read_to_string(log)
+                        .is_ok_and(|t| t.contains("Address already in use")) => {}
+                _ => break,
+            }
+        }
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    fn launch(log: &Path, dir: PathBuf) -> io::Result<SpawnedRedis> {
         let (held, addr) = server_proc::free_port()?;
         drop(held);
         let out = std::fs::File::create(log)?;
         let mut command = Command::new(REDIS_SERVER);
         command
-            .args(redis_args(addr.port()))
+            .args(redis_args(addr.port(), &dir))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out));
@@ -107,9 +140,16 @@ impl SpawnedRedis {
                 io::Error::new(e.kind(), format!("cannot start {REDIS_SERVER}: {e}"))
             }
         })?;
-        let mut redis = SpawnedRedis { child, addr };
-        redis.wait_ready(log)?;
-        Ok(redis)
+        let mut redis = SpawnedRedis { child, addr, dir };
+        match redis.wait_ready(log) {
+            Ok(()) => Ok(redis),
+            Err(e) => {
+                // Stopped now, but its directory stays for the next attempt.
+                redis.stop(STOP_GRACE);
+                redis.dir = PathBuf::new();
+                Err(e)
+            }
+        }
     }
 
     fn wait_ready(&mut self, log: &Path) -> io::Result<()> {
@@ -164,6 +204,9 @@ impl SpawnedRedis {
 impl Drop for SpawnedRedis {
     fn drop(&mut self) {
         self.stop(STOP_GRACE);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -238,12 +281,13 @@ mod tests {
 
     #[test]
     fn redis_runs_on_loopback_without_persistence() {
-        let args = redis_args(6390);
+        let args = redis_args(6390, Path::new("/tmp/r"));
         let pairs: Vec<(&str, &str)> = args
             .chunks(2)
             .map(|p| (p[0].as_str(), p[1].as_str()))
             .collect();
         assert!(pairs.contains(&("--port", "6390")));
+        assert!(pairs.contains(&("--dir", "/tmp/r")));
         assert!(pairs.contains(&("--bind", "127.0.0.1")));
         assert!(pairs.contains(&("--save", "")));
         assert!(pairs.contains(&("--appendonly", "no")));
