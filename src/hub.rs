@@ -100,7 +100,9 @@ pub trait Outbox {
         let _ = room;
     }
 
-    /// `name` entered `room` (before the room is told), for a cluster's presence.
+    /// `name` entered `room` (before the room is told), for a cluster's presence. A
+    /// rename is `joined` with the new name, then `left` with the old one (only
+    /// `joined` when just the case changes).
     fn joined(&mut self, room: &str, name: &str) {
         let _ = (room, name);
     }
@@ -490,8 +492,13 @@ impl Hub {
                 };
                 match room {
                     Some((room, _)) => {
-                        out.left(&self.rooms[room].name, &old);
+                        // The new name is in the room before the old one leaves it (a
+                        // new spelling of the same name replaces it): a cluster never
+                        // sees the room empty here and never stops hearing it.
                         out.joined(&self.rooms[room].name, name);
+                        if !old.eq_ignore_ascii_case(name) {
+                            out.left(&self.rooms[room].name, &old);
+                        }
                         let text = notice.to_string();
                         out.to_room(self.rooms[room].audience(), None, Event::Server(&text))
                     }

@@ -1,0 +1,116 @@
+//! Hostile tests of cluster mode (`--cluster`): a slow, paused or vanished Redis,
+//! renames, room churn and name races across nodes, bans, and shutdown. Each test is a
+//! regression test for something that went wrong, or pins down something that held.
+//!
+//! Like tests/cluster.rs: a real `redis-server` per test on a free loopback port, no
+//! sleeping as synchronisation (a `WHO:` answer travels the same ordered queue to Redis
+//! as the asker's room subscription), every wait bounded.
+
+mod util;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use util::redis::RedisServer;
+use util::{Client, TestServer};
+
+/// A cluster node in-process, with the test defaults and a short TTL.
+fn node(redis: &RedisServer, id: &str) -> TestServer {
+    node_with(redis, id, |_| {})
+}
+
+fn node_with(
+    redis: &RedisServer,
+    id: &str,
+    tweak: impl FnOnce(&mut loopchat::ServerConfig),
+) -> TestServer {
+    let mut config = util::config();
+    config.cluster = Some(redis.url.clone());
+    config.node_id = Some(id.into());
+    config.cluster_ttl = Duration::from_secs(2);
+    tweak(&mut config);
+    util::start(config)
+}
+
+/// Connects and takes a name; returns once the node hears the lobby.
+#[track_caller]
+fn member(addr: SocketAddr, name: &str) -> Client {
+    let mut c = Client::connect(addr);
+    c.send_line(&format!("JOIN:{name}"));
+    c.expect_line(&format!("SERVER:you are {name} in #lobby\n"));
+    heard(&mut c);
+    c
+}
+
+/// Waits until `c`'s node hears `c`'s room: a `WHO:` answer comes after the room's
+/// subscription is confirmed. Returns the answer.
+#[track_caller]
+fn heard(c: &mut Client) -> String {
+    c.send_line("WHO:");
+    c.expect_prefix("SERVER:#")
+}
+
+/// Asks `WHO:` and returns the answer, passing over the rename notices before it.
+#[track_caller]
+fn who_past_renames(c: &mut Client) -> String {
+    c.send_line("WHO:");
+    loop {
+        let line = c.read_line();
+        if line.starts_with("SERVER:#") {
+            return line;
+        }
+        assert!(line.contains(" is now known as "), "{line:?}");
+    }
+}
+
+/// Renaming while alone in a room on one's node must not make the node stop hearing
+/// the room for a moment: every line said on the other node arrives, in order.
+#[test]
+fn renames_of_a_lone_member_lose_nothing_said_on_another_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = member(a.addr, "alice");
+    let mut bob = member(b.addr, "bob");
+    alice.expect_line("JOIN:bob\n");
+    const N: usize = 3000;
+    const RENAMES: usize = 60;
+    let mut flood = Vec::new();
+    for i in 0..N {
+        flood.extend_from_slice(format!("SAY:m{i}\n").as_bytes());
+    }
+    let sender = std::thread::spawn(move || {
+        bob.send(&flood);
+        bob
+    });
+    let mut next = 0;
+    let mut renames = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while next < N {
+        assert!(Instant::now() < deadline, "stuck at m{next}");
+        if renames < RENAMES {
+            renames += 1;
+            // A new name, a new spelling of it, and back.
+            let new = ["ally", "Ally", "alice"][(renames - 1) % 3];
+            alice.send_line(&format!("JOIN:{new}"));
+        }
+        let Some(line) = alice.read_line_within(Duration::from_millis(2000)) else {
+            panic!("nothing after m{next} (renames {renames})");
+        };
+        let line = line.trim_end();
+        if let Some(i) = line.strip_prefix("SAY:bob:m") {
+            let i: usize = i.parse().unwrap();
+            assert_eq!(i, next, "a line from the other node was lost or reordered");
+            next += 1;
+        } else {
+            assert!(line.starts_with("SERVER:"), "{line:?}");
+        }
+    }
+    let mut bob = sender.join().unwrap();
+    // Presence followed every rename: both nodes list the last name once (alice's
+    // `WHO:` follows her renames to Redis).
+    assert_eq!(
+        who_past_renames(&mut alice),
+        "SERVER:#lobby (2): alice bob\n"
+    );
+    assert_eq!(who_past_renames(&mut bob), "SERVER:#lobby (2): alice bob\n");
+}
