@@ -114,3 +114,66 @@ fn renames_of_a_lone_member_lose_nothing_said_on_another_node() {
     );
     assert_eq!(who_past_renames(&mut bob), "SERVER:#lobby (2): alice bob\n");
 }
+
+/// Opens `n` nameless connections to `addr` that each say something (and so take the
+/// next guest name), then closes them. Returns the guest numbers they got.
+#[track_caller]
+fn take_guests(addr: SocketAddr, n: usize) -> Vec<u64> {
+    let mut numbers = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(50);
+        let mut clients: Vec<Client> = (0..batch).map(|_| Client::connect(addr)).collect();
+        for c in &mut clients {
+            c.send_line("SAY:x");
+        }
+        for c in &mut clients {
+            let line = c.expect_prefix("SERVER:you are guest");
+            let number = line["SERVER:you are guest".len()..]
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{line:?}"));
+            numbers.push(number);
+        }
+        left -= batch;
+    }
+    numbers
+}
+
+/// A node asks Redis for a new block of guest numbers when its block runs low. When
+/// Redis could not answer, the node must ask again once Redis is back; else it never
+/// gets another block and its guests take numbers from other nodes' blocks.
+#[test]
+fn a_block_of_guest_numbers_asked_for_during_an_outage_is_asked_for_again() {
+    let mut redis = RedisServer::start();
+    let a = node(&redis, "a");
+    let mut watcher = member(a.addr, "watcher");
+    // Away from the guests' comings and goings.
+    watcher.send_line("JOIN:#quiet");
+    watcher.expect_line("SERVER:you are now in #quiet\n");
+    // The first block is 1..=1000; half of it used leaves the node at the edge.
+    let first = take_guests(a.addr, 500);
+    assert_eq!(first.last(), Some(&500), "{first:?}");
+    redis.kill();
+    // The next guest brings the block below half: the node asks for a new one while
+    // Redis is away. The watcher's `WHO:` is answered after that question.
+    assert_eq!(take_guests(a.addr, 1), [501]);
+    heard(&mut watcher);
+    redis.restart();
+    // Once Redis is back the node asks again and takes its guests from a new block.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let [n] = take_guests(a.addr, 1)[..] else {
+            unreachable!()
+        };
+        if n > 1000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still numbering guests from the old block (guest{n})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

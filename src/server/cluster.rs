@@ -75,8 +75,10 @@ pub(super) struct Cluster {
     backplane: Option<Backplane>,
     waiting: HashMap<u64, Waiting>,
     next_tag: u64,
-    /// A block of guest numbers has been asked for and not received yet.
-    guests_asked: bool,
+    /// When a block of guest numbers was asked for, until it is received. An answer
+    /// can be lost (Redis unreachable, a full inbox): the block is asked for again as
+    /// soon as Redis is back, or after [`WAIT`].
+    guests_asked: Option<Instant>,
 }
 
 impl Cluster {
@@ -214,8 +216,11 @@ impl Cluster {
 
     /// Asks for a new block of guest numbers when the one in use runs low.
     pub(super) fn top_up_guests(&mut self, left: u64) {
-        if self.is_on() && !self.guests_asked && left < GUEST_BLOCK / 2 {
-            self.guests_asked = true;
+        if self.is_on()
+            && left < GUEST_BLOCK / 2
+            && self.guests_asked.is_none_or(|at| at.elapsed() >= WAIT)
+        {
+            self.guests_asked = Some(Instant::now());
             self.send(Request::Guests);
         }
     }
@@ -455,11 +460,15 @@ impl Server {
                 self.conns.notice(reply, notice);
             }
             ClusterEvent::Guests(block) => {
-                self.cluster.guests_asked = false;
+                self.cluster.guests_asked = None;
                 self.hub.set_guests(block);
             }
             ClusterEvent::Down => {}
-            ClusterEvent::Up => info!("cluster: serving the whole cluster again"),
+            ClusterEvent::Up => {
+                info!("cluster: serving the whole cluster again");
+                // A block asked for while Redis was away was never answered.
+                self.cluster.guests_asked = None;
+            }
         }
     }
 
