@@ -177,3 +177,85 @@ fn a_block_of_guest_numbers_asked_for_during_an_outage_is_asked_for_again() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether one of Redis's clients is held by `CLIENT PAUSE` on a script (a claim).
+fn claim_held(redis: &RedisServer) -> bool {
+    redis
+        .cli(&["CLIENT", "LIST"])
+        .lines()
+        .any(|l| l.contains(" flags=b ") && l.contains(" cmd=evalsha "))
+}
+
+/// Waits (bounded) until `until` holds, polling every few milliseconds.
+#[track_caller]
+fn poll(what: &str, within: Duration, mut until: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !until() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A connection on node a sends `line`, which claims `name` in Redis; Redis holds the
+/// claim (writes paused) until the node gives up on it; meanwhile an operator kicks
+/// the connection. Once Redis answers again, `name` must be free on node b: nobody
+/// holds it.
+fn claim_of_a_kicked_connection_is_let_go(line: &str, name: &str) {
+    let redis = RedisServer::start();
+    // A long TTL: no heartbeat is held by the pause instead of the claim.
+    let a = node_with(&redis, "a", |c| {
+        c.cluster_ttl = Duration::from_secs(30);
+        c.admins = vec!["op".into()];
+    });
+    let b = node_with(&redis, "b", |c| c.cluster_ttl = Duration::from_secs(30));
+    let mut op = Client::connect(a.addr);
+    op.send_line("REGISTER:op:operator secret");
+    op.expect_line("SERVER:logged in as op\n");
+    op.expect_line("SERVER:you are op in #lobby\n");
+    let mut victim = member(a.addr, "victim");
+    let mut other = member(b.addr, "other");
+    redis.cli(&["CLIENT", "PAUSE", "30000", "WRITE"]);
+    victim.send_line(line);
+    poll("the claim reaches Redis", Duration::from_secs(10), || {
+        claim_held(&redis)
+    });
+    op.send_line("KICK:victim:go away");
+    let said = victim.read_to_close();
+    assert!(
+        String::from_utf8_lossy(&said).contains("kicked"),
+        "{}",
+        util::show(&said)
+    );
+    drop(victim);
+    // The node gives up on Redis (its command timeout) and answers the claim itself.
+    poll(
+        "the node gives up on the claim",
+        Duration::from_secs(10),
+        || !claim_held(&redis),
+    );
+    redis.cli(&["CLIENT", "UNPAUSE"]);
+    // Node a is back in the cluster once its `WHO:` lists node b's member.
+    poll("node a rejoins", Duration::from_secs(15), || {
+        op.send_line("WHO:");
+        loop {
+            let line = op.read_line();
+            if line.starts_with("SERVER:#lobby") {
+                return line.contains(" other");
+            }
+        }
+    });
+    other.send_line(&format!("JOIN:{name}"));
+    other.expect_line(&format!("SERVER:other is now known as {name}\n"));
+}
+
+/// `JOIN:<name>`: the claim of a connection gone before Redis answered is released.
+#[test]
+fn a_name_claimed_by_a_connection_kicked_while_redis_stalls_is_not_kept() {
+    claim_of_a_kicked_connection_is_let_go("JOIN:leaky", "leaky");
+}
+
+/// `REGISTER:`: the same for the claim of a new account's name.
+#[test]
+fn an_account_name_claimed_by_a_connection_kicked_while_redis_stalls_is_not_kept() {
+    claim_of_a_kicked_connection_is_let_go("REGISTER:leaky:some password", "leaky");
+}

@@ -353,9 +353,12 @@ impl Server {
         };
         let id = waiting.id();
         let Some(conn) = self.conns.get_mut(id) else {
-            // Gone meanwhile: a name it won is nobody's.
-            if let (Waiting::Nick { name, .. } | Waiting::Login { name, .. }, Some(true)) =
-                (&waiting, won)
+            // Gone meanwhile: a name it won, or may yet win (Redis did not answer in
+            // time; the release follows the claim to Redis), is nobody's.
+            if let Waiting::Nick { name, .. }
+            | Waiting::Login { name, .. }
+            | Waiting::Register { name, .. } = &waiting
+                && won != Some(false)
                 && self.hub.owner(name).is_none()
             {
                 self.cluster.name_freed(name);
@@ -384,10 +387,20 @@ impl Server {
                     self.conns.notice(id, Notice::NameTaken(&name));
                 }
             }
-            Waiting::Login { name, .. } => self.log_in_now(id, &name, now),
+            Waiting::Login { name, .. } => {
+                self.log_in_now(id, &name, now);
+                // Closing meanwhile: the claim is let go.
+                if self.hub.owner(&name).is_none() {
+                    self.cluster.name_freed(&name);
+                }
+            }
             Waiting::Register { name, phc, .. } => {
                 if won {
                     self.finish_register_now(id, &name, phc);
+                    // Closing meanwhile, or refused: the claim is let go.
+                    if self.hub.owner(&name).is_none() {
+                        self.cluster.name_freed(&name);
+                    }
                 } else {
                     self.conns.notice(id, Notice::NameTaken(&name));
                 }
