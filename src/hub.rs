@@ -327,6 +327,15 @@ impl Hub {
         fold(name, &mut buf).and_then(|k| self.names.get(k).copied())
     }
 
+    /// Every named connection's name, with the room it is in (as created): what a
+    /// cluster's backplane must hold for this server.
+    pub fn presence(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.members.iter().flatten().filter_map(|m| {
+            let room = m.room.map(|(room, _)| &*self.rooms[room].name);
+            Some((m.name.as_deref()?, room))
+        })
+    }
+
     /// Whether `id` is logged in as an operator.
     pub fn is_admin(&self, id: ConnId) -> bool {
         self.member(id).is_some_and(|m| m.admin)

@@ -259,3 +259,69 @@ fn a_name_claimed_by_a_connection_kicked_while_redis_stalls_is_not_kept() {
 fn an_account_name_claimed_by_a_connection_kicked_while_redis_stalls_is_not_kept() {
     claim_of_a_kicked_connection_is_let_go("REGISTER:leaky:some password", "leaky");
 }
+
+/// When Redis is slow the node's queue to it fills up and requests are refused. A
+/// member entering a room then must still end up heard there by the node, once the
+/// queue has room again: a refused subscription is not lost for good.
+#[test]
+fn a_room_entered_while_the_backplane_queue_is_full_is_heard_once_it_drains() {
+    let redis = RedisServer::start();
+    let long_ttl = |c: &mut loopchat::ServerConfig| c.cluster_ttl = Duration::from_secs(30);
+    let a = node_with(&redis, "a", long_ttl);
+    let b = node_with(&redis, "b", long_ttl);
+    let mut bob = member(b.addr, "bob");
+    bob.send_line("JOIN:#fresh");
+    bob.expect_line("SERVER:you are now in #fresh\n");
+    heard(&mut bob);
+    let mut flooder = member(a.addr, "flooder");
+    let mut alice = member(a.addr, "alice");
+    flooder.expect_line("JOIN:alice\n");
+    alice.send_line("JOIN:#elsewhere");
+    alice.expect_line("SERVER:you are now in #elsewhere\n");
+    flooder.expect_line("LEAVE:alice\n");
+    let mut carol = member(a.addr, "carol");
+    flooder.expect_line("JOIN:carol\n");
+    carol.send_line("JOIN:#side");
+    carol.expect_line("SERVER:you are now in #side\n");
+    flooder.expect_line("LEAVE:carol\n");
+    // Redis holds node a's next command (less than the node's 2 s command timeout)
+    // while the flooder's lines fill the node's queue (65 536 requests) past full.
+    redis.cli(&["CLIENT", "PAUSE", "1900", "WRITE"]);
+    let mut flood = Vec::new();
+    for i in 0..70_000 {
+        flood.extend_from_slice(format!("SAY:{i}\n").as_bytes());
+    }
+    flood.extend_from_slice(b"NOPE\n");
+    flooder.send(&flood);
+    flooder.expect_prefix("ERROR:");
+    alice.send_line("JOIN:#fresh");
+    alice.expect_line("SERVER:you are now in #fresh\n");
+    carol.send_line("JOIN:caroline");
+    carol.expect_line("SERVER:carol is now known as caroline\n");
+    // Once the queue has drained, bob's lines reach alice.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for i in 0.. {
+        bob.send_line(&format!("SAY:ping{i}"));
+        match alice.read_line_within(Duration::from_millis(200)) {
+            Some(line) if line.starts_with("SAY:bob:ping") => break,
+            Some(line) => assert!(line.starts_with("JOIN:"), "{line:?}"),
+            None => {}
+        }
+        assert!(Instant::now() < deadline, "node a never heard #fresh again");
+    }
+    // Presence and names caught up too: alice is listed in #fresh, carol's old name
+    // is free and her new one held.
+    bob.send_line("WHO:");
+    loop {
+        let line = bob.read_line();
+        if line.starts_with("SERVER:#fresh") {
+            assert_eq!(line, "SERVER:#fresh (2): alice bob\n");
+            break;
+        }
+    }
+    let mut dave = member(b.addr, "dave");
+    dave.send_line("JOIN:caroline");
+    dave.expect_line("ERROR:name caroline is taken\n");
+    dave.send_line("JOIN:carol");
+    dave.expect_line("SERVER:dave is now known as carol\n");
+}

@@ -8,8 +8,8 @@
 //! script: the earlier claim keeps it (ties: the smaller instance), and the loser's
 //! node is told ([`Event::NameLost`] here, or a [`Frame::NameLost`] to the other).
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -241,6 +241,11 @@ pub(super) struct Link {
     warned_twin: bool,
     pipe: Pipeline,
     pending: Vec<Pending>,
+    /// Requests the loop's queue had refused when a resync was last asked for.
+    dropped_seen: u64,
+    /// A resync was asked for and not received yet (asked again at each heartbeat:
+    /// the loop's inbox may have dropped the question).
+    resync_asked: bool,
 }
 
 impl Link {
@@ -275,6 +280,8 @@ impl Link {
             warned_twin: false,
             pipe: redis::pipe(),
             pending: Vec::new(),
+            dropped_seen: 0,
+            resync_asked: false,
         };
         let mut con = link.open().map_err(unreachable)?;
         let startup = link.read_startup(&mut con).map_err(unreachable)?;
@@ -371,10 +378,13 @@ impl Link {
             if stop.load(Ordering::Acquire) && batch.is_empty() {
                 break;
             }
+            // Fewer than a full batch: the queue was empty when it was taken.
+            let drained = batch.len() < MAX_BATCH;
             for request in batch.drain(..) {
                 self.serve(request);
             }
             self.execute();
+            self.ask_resync(drained);
             let now = Instant::now();
             if self.con.is_some() {
                 if now >= self.next_heartbeat {
@@ -404,19 +414,7 @@ impl Link {
             Request::Joined { room, name } => self.joined(room, name),
             Request::Left { room, name } => self.left(&room, &name),
             Request::Claim { tag, name, mode } => self.claim(tag, name, mode),
-            Request::Release { name } => {
-                let key = fold(&name);
-                self.names.remove(&key);
-                self.pipe.add_command(
-                    redis::cmd("EVALSHA")
-                        .arg(self.scripts.release.get_hash())
-                        .arg(1)
-                        .arg(keys::name(&key))
-                        .arg(&*self.instance)
-                        .clone(),
-                );
-                self.pending.push(Pending::None);
-            }
+            Request::Release { name } => self.release(&name),
             Request::Route {
                 to,
                 from,
@@ -479,6 +477,83 @@ impl Link {
                 self.pipe.cmd("INCRBY").arg(keys::GUESTS).arg(GUEST_BLOCK);
                 self.pending.push(Pending::Guests);
             }
+            Request::Resync { names, members } => self.resync(names, members),
+        }
+    }
+
+    fn release(&mut self, name: &str) {
+        let key = fold(name);
+        self.names.remove(&key);
+        self.pipe.add_command(
+            redis::cmd("EVALSHA")
+                .arg(self.scripts.release.get_hash())
+                .arg(1)
+                .arg(keys::name(&key))
+                .arg(&*self.instance)
+                .clone(),
+        );
+        self.pending.push(Pending::None);
+    }
+
+    /// Asks the loop for everything it holds when it refused requests since the last
+    /// ask, once the queue has been drained (so the answer finds room).
+    fn ask_resync(&mut self, drained: bool) {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if drained && dropped != self.dropped_seen {
+            self.dropped_seen = dropped;
+            self.resync_asked = true;
+            (self.deliver)(Event::Resync);
+        }
+    }
+
+    /// Makes the mirror (and so Redis and the subscriptions) match what the loop
+    /// holds: names it lacks are claimed (a loss is reported like any other), names
+    /// nobody holds any more are released; members are entered into their rooms
+    /// before stale ones leave, so no room is seen empty on the way.
+    fn resync(&mut self, names: Vec<String>, members: Vec<(String, String)>) {
+        self.resync_asked = false;
+        let held: HashMap<String, String> = names.into_iter().map(|n| (fold(&n), n)).collect();
+        let released: Vec<String> = self
+            .names
+            .iter()
+            .filter(|(key, _)| !held.contains_key(*key))
+            .map(|(_, (shown, _))| shown.clone())
+            .collect();
+        for name in released {
+            self.release(&name);
+        }
+        for (key, name) in held {
+            if !self.names.contains_key(&key) {
+                self.claim(0, name, ClaimMode::New);
+            }
+        }
+        let mut present = HashSet::new();
+        for (room, name) in members {
+            let (folded_room, folded) = (fold(&room), fold(&name));
+            let known = self
+                .rooms
+                .get(&folded_room)
+                .and_then(|r| r.members.get(&folded))
+                .is_some_and(|shown| *shown == name);
+            present.insert((folded_room, folded));
+            if !known {
+                self.joined(room, name);
+            }
+        }
+        let stale: Vec<(String, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(folded_room, room)| {
+                room.members
+                    .iter()
+                    .filter(|(folded, _)| {
+                        !present.contains(&(folded_room.clone(), (*folded).clone()))
+                    })
+                    .map(|(_, name)| (room.shown.clone(), name.clone()))
+            })
+            .collect();
+        for (room, name) in stale {
+            self.left(&room, &name);
         }
     }
 
@@ -747,6 +822,9 @@ impl Link {
     fn heartbeat(&mut self, now: Instant) {
         let ttl_ms = self.config.ttl.as_millis().max(1) as u64;
         self.next_heartbeat = now + self.config.ttl / 3;
+        if self.resync_asked {
+            (self.deliver)(Event::Resync);
+        }
         let payload = wire::encode(&self.instance, &Frame::Wake);
         let Some(con) = &mut self.con else {
             return;

@@ -477,12 +477,40 @@ impl Server {
                 self.hub.set_guests(block);
             }
             ClusterEvent::Down => {}
+            ClusterEvent::Resync => self.cluster_resync(),
             ClusterEvent::Up => {
                 info!("cluster: serving the whole cluster again");
                 // A block asked for while Redis was away was never answered.
                 self.cluster.guests_asked = None;
             }
         }
+    }
+
+    /// Requests were refused while the backplane's queue was full: tells it
+    /// everything this server holds, for it to catch up (refused again, it asks again).
+    fn cluster_resync(&mut self) {
+        let mut names = Vec::new();
+        let mut members = Vec::new();
+        for (name, room) in self.hub.presence() {
+            names.push(name.to_string());
+            if let Some(room) = room {
+                members.push((room.to_string(), name.to_string()));
+            }
+        }
+        // Names being claimed for a waiting connection are held until answered.
+        for waiting in self.cluster.waiting.values() {
+            if let Waiting::Nick { name, .. }
+            | Waiting::Login { name, .. }
+            | Waiting::Register { name, .. } = waiting
+            {
+                names.push(name.to_string());
+            }
+        }
+        info!(
+            "cluster: requests were refused while the queue was full; catching up ({} names)",
+            names.len()
+        );
+        self.cluster.send(Request::Resync { names, members });
     }
 
     fn on_frame(&mut self, origin: String, frame: Frame, now: Instant) {
