@@ -325,3 +325,77 @@ fn a_room_entered_while_the_backplane_queue_is_full_is_heard_once_it_drains() {
     dave.send_line("JOIN:carol");
     dave.expect_line("SERVER:dave is now known as carol\n");
 }
+
+/// Waits until `c`'s node answers `WHO:` with `want` (Redis's answer, once the node is
+/// back in the cluster), passing over presence lines.
+#[track_caller]
+fn until_who(c: &mut Client, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        c.send_line("WHO:");
+        let answer = loop {
+            let line = c.read_line();
+            if line.starts_with("SERVER:#") {
+                break line;
+            }
+        };
+        if answer == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "WHO: still {answer:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Redis stops answering (a stall, a network cut) and comes back with its data. What
+/// a node's members gave up meanwhile (names, rooms) must be given up in Redis too
+/// once the node is back, not kept there for a node that no longer holds them.
+#[test]
+fn names_and_rooms_given_up_while_redis_stalled_are_given_up_when_it_is_back() {
+    let redis = RedisServer::start();
+    // A long TTL: no node is taken for dead during the stall.
+    let long_ttl = |c: &mut loopchat::ServerConfig| c.cluster_ttl = Duration::from_secs(30);
+    let (a, b) = (
+        node_with(&redis, "a", long_ttl),
+        node_with(&redis, "b", long_ttl),
+    );
+    let mut carol = member(a.addr, "carol");
+    let mut alice = member(a.addr, "alice");
+    carol.expect_line("JOIN:alice\n");
+    let mut bob = member(b.addr, "bob");
+    carol.expect_line("JOIN:bob\n");
+    alice.expect_line("JOIN:bob\n");
+    redis.pause();
+    // The node gives up on Redis (its command timeout) and answers alone.
+    carol.send_line("WHO:");
+    carol.expect_line("SERVER:#lobby (2): alice carol\n");
+    alice.send_line("LEAVE:bye");
+    alice.expect_line("SERVER:goodbye\n");
+    carol.expect_line("LEAVE:alice\n");
+    drop(alice);
+    redis.resume();
+    until_who(
+        &mut carol,
+        "SERVER:#lobby (2): bob carol\n",
+        Duration::from_secs(15),
+    );
+    bob.send_line("WHO:");
+    loop {
+        let line = bob.read_line();
+        if line.starts_with("SERVER:#") {
+            assert_eq!(line, "SERVER:#lobby (2): bob carol\n");
+            break;
+        }
+    }
+    bob.send_line("JOIN:alice");
+    loop {
+        let line = bob.read_line();
+        if !line.starts_with("LEAVE:") {
+            assert_eq!(line, "SERVER:bob is now known as alice\n");
+            break;
+        }
+    }
+}

@@ -31,6 +31,11 @@ const MAX_BATCH: usize = 512;
 /// How long a connection, a command or the subscriber's acknowledgement may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Releases and room leaves kept (each) for Redis's return: a long outage with much
+/// coming and going holds at most this many; past it a few may linger in Redis for a
+/// node that no longer holds them (until it stops).
+const UNAPPLIED_MAX: usize = 65_536;
+
 /// First and longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -246,6 +251,12 @@ pub(super) struct Link {
     /// A resync was asked for and not received yet (asked again at each heartbeat:
     /// the loop's inbox may have dropped the question).
     resync_asked: bool,
+    /// Names released (folded) and members gone from rooms (folded room and name)
+    /// since Redis last answered a pipeline: one that failed, or was never sent while
+    /// Redis was unreachable, may not have been applied. Applied again by
+    /// [`Link::restore`], for a Redis that comes back with its data.
+    unapplied_releases: HashSet<String>,
+    unapplied_leaves: HashSet<(String, String)>,
 }
 
 impl Link {
@@ -282,6 +293,8 @@ impl Link {
             pending: Vec::new(),
             dropped_seen: 0,
             resync_asked: false,
+            unapplied_releases: HashSet::new(),
+            unapplied_leaves: HashSet::new(),
         };
         let mut con = link.open().map_err(unreachable)?;
         let startup = link.read_startup(&mut con).map_err(unreachable)?;
@@ -484,15 +497,20 @@ impl Link {
     fn release(&mut self, name: &str) {
         let key = fold(name);
         self.names.remove(&key);
-        self.pipe.add_command(
-            redis::cmd("EVALSHA")
-                .arg(self.scripts.release.get_hash())
-                .arg(1)
-                .arg(keys::name(&key))
-                .arg(&*self.instance)
-                .clone(),
-        );
+        self.pipe.add_command(self.release_command(&key));
         self.pending.push(Pending::None);
+        if self.unapplied_releases.len() < UNAPPLIED_MAX {
+            self.unapplied_releases.insert(key);
+        }
+    }
+
+    fn release_command(&self, folded: &str) -> redis::Cmd {
+        redis::cmd("EVALSHA")
+            .arg(self.scripts.release.get_hash())
+            .arg(1)
+            .arg(keys::name(folded))
+            .arg(&*self.instance)
+            .clone()
     }
 
     /// Asks the loop for everything it holds when it refused requests since the last
@@ -639,6 +657,10 @@ impl Link {
         let forget = self.forget_command(&folded_room, name);
         self.pipe.add_command(forget);
         self.pending.push(Pending::None);
+        if self.unapplied_leaves.len() < UNAPPLIED_MAX {
+            self.unapplied_leaves
+                .insert((folded_room.clone(), fold(name)));
+        }
         if count == 0 {
             self.rooms.remove(&folded_room);
             self.pipe
@@ -727,6 +749,8 @@ impl Link {
         };
         match values {
             Some(values) => {
+                self.unapplied_releases.clear();
+                self.unapplied_leaves.clear();
                 for (p, v) in pending.into_iter().zip(values) {
                     self.answer(p, Some(v));
                 }
@@ -931,20 +955,40 @@ impl Link {
         }
     }
 
-    /// Claims again every name this node's members hold, and writes their presence
-    /// back. Returns how many names were kept and which were lost.
+    /// Gives up in Redis what this node's members gave up while it could not (a
+    /// Redis back with its data still has it), claims again every name they hold, and
+    /// writes their presence back. Returns how many names were kept and which were
+    /// lost.
     fn restore(&mut self, con: &mut Connection) -> redis::RedisResult<(usize, Vec<String>)> {
         let ttl_ms = self.config.ttl.as_millis().max(1) as u64;
-        redis::pipe()
-            .cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(keys::alive(&self.config.node_id))
             .arg(&*self.instance)
             .arg("PX")
             .arg(ttl_ms)
             .cmd("SADD")
             .arg(keys::NODES)
-            .arg(&*self.instance)
-            .query::<()>(con)?;
+            .arg(&*self.instance);
+        for key in &self.unapplied_releases {
+            if !self.names.contains_key(key) {
+                pipe.add_command(self.release_command(key));
+            }
+        }
+        for (folded_room, folded) in &self.unapplied_leaves {
+            let here = self
+                .rooms
+                .get(folded_room)
+                .is_some_and(|r| r.members.contains_key(folded));
+            if !here {
+                pipe.add_command(self.forget_command(folded_room, folded));
+            }
+        }
+        // Rewritten whole below, without the rooms left meanwhile.
+        pipe.cmd("DEL").arg(keys::rooms(&self.instance));
+        pipe.query::<()>(con)?;
+        self.unapplied_releases.clear();
+        self.unapplied_leaves.clear();
         let names: Vec<(String, String, i64)> = self
             .names
             .iter()
