@@ -399,3 +399,68 @@ fn names_and_rooms_given_up_while_redis_stalled_are_given_up_when_it_is_back() {
         }
     }
 }
+
+/// A node's alive key can lapse while the node runs (Redis stalled past the TTL, or
+/// evicted the key under memory pressure). The other nodes then take it for dead:
+/// `WHO:` forgets its members and its names can be claimed. At its next heartbeat the
+/// node must see that and claim its names and presence back, as after an outage.
+#[test]
+fn a_node_whose_alive_key_lapsed_takes_its_names_and_presence_back() {
+    let redis = RedisServer::start();
+    let ttl = |c: &mut loopchat::ServerConfig| c.cluster_ttl = Duration::from_secs(6);
+    let (a, b) = (node_with(&redis, "a", ttl), node_with(&redis, "b", ttl));
+    let mut carol = member(a.addr, "carol");
+    let mut bob = member(b.addr, "bob");
+    carol.expect_line("JOIN:bob\n");
+    // Node b looks dead; carol's `WHO:` makes Redis forget b's member.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        redis.cli(&["DEL", "loopchat:alive:b"]);
+        carol.send_line("WHO:");
+        if carol.read_line() == "SERVER:#lobby (1): carol\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node b never looked dead");
+    }
+    // Its name is free for a moment: someone on node a takes it.
+    let mut dave = member(a.addr, "dave");
+    carol.expect_line("JOIN:dave\n");
+    dave.send_line("JOIN:bob");
+    dave.expect_line("SERVER:dave is now known as bob\n");
+    carol.expect_line("SERVER:dave is now known as bob\n");
+    // Node b's next heartbeat (a third of the TTL) finds its key gone and takes back
+    // what it holds: the earlier claim keeps the name.
+    let lines = read_until_prefix(
+        &mut dave,
+        "ERROR:name bob was taken on another server",
+        Duration::from_secs(10),
+    );
+    assert!(lines.is_empty(), "{lines:?}");
+    let renamed = dave.expect_prefix("SERVER:bob is now known as guest");
+    carol.expect_line(&renamed);
+    until_who(
+        &mut carol,
+        &format!(
+            "SERVER:#lobby (3): bob carol {}\n",
+            renamed.trim_end().rsplit(' ').next().unwrap()
+        ),
+        Duration::from_secs(5),
+    );
+    bob.send_line("SAY:still here");
+    carol.expect_line("SAY:bob:still here\n");
+}
+
+/// Reads lines until one starts with `prefix`, within `within`; returns those before.
+#[track_caller]
+fn read_until_prefix(c: &mut Client, prefix: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut before = Vec::new();
+    while Instant::now() < deadline {
+        match c.read_line_within(Duration::from_millis(200)) {
+            Some(line) if line.starts_with(prefix) => return before,
+            Some(line) => before.push(line),
+            None => {}
+        }
+    }
+    panic!("no line starting {prefix:?} within {within:?}; got {before:?}");
+}

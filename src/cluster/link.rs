@@ -244,6 +244,8 @@ pub(super) struct Link {
     next_heartbeat: Instant,
     /// Warned that another process runs under this node id.
     warned_twin: bool,
+    /// A heartbeat has set the alive key (after that, finding it gone means it lapsed).
+    beat_once: bool,
     pipe: Pipeline,
     pending: Vec<Pending>,
     /// Requests the loop's queue had refused when a resync was last asked for.
@@ -289,6 +291,7 @@ impl Link {
             next_try: now,
             next_heartbeat: now,
             warned_twin: false,
+            beat_once: false,
             pipe: redis::pipe(),
             pending: Vec::new(),
             dropped_seen: 0,
@@ -870,17 +873,41 @@ impl Link {
             .arg(keys::node_channel(&self.instance))
             .arg(payload)
             .query(con);
+        let beat_before = std::mem::replace(&mut self.beat_once, true);
         match result {
-            Ok((previous, ..)) => {
-                if let Some(previous) = previous
-                    && previous != *self.instance
-                    && !self.warned_twin
-                {
+            Ok((None, ..)) if beat_before => self.lapsed(),
+            Ok((Some(previous), ..)) => {
+                if previous != *self.instance && !self.warned_twin {
                     warn!(
                         "cluster: another server ({previous}) runs under node id {:?}, or ran less than --cluster-ttl ago; give each server its own --node-id",
                         self.config.node_id
                     );
                     self.warned_twin = true;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.went_down(&e),
+        }
+    }
+
+    /// This node's alive key had lapsed (Redis stalled past the TTL, or evicted it):
+    /// the other nodes took the node for dead meanwhile, may have forgotten its
+    /// presence and claimed its names. They are all taken back, as after an outage.
+    fn lapsed(&mut self) {
+        warn!(
+            "cluster: this server was taken for dead (its alive key lapsed: Redis stalled past --cluster-ttl, or evicted it); claiming its names and presence back"
+        );
+        let Some(mut con) = self.con.take() else {
+            return;
+        };
+        match self.restore(&mut con) {
+            Ok((_, lost)) => {
+                self.con = Some(con);
+                for name in lost {
+                    (self.deliver)(Event::NameLost {
+                        name,
+                        why: LostWhy::Split,
+                    });
                 }
             }
             Err(e) => self.went_down(&e),
