@@ -464,3 +464,230 @@ fn read_until_prefix(c: &mut Client, prefix: &str, within: Duration) -> Vec<Stri
     }
     panic!("no line starting {prefix:?} within {within:?}; got {before:?}");
 }
+
+/// The real binary as a cluster node (default TTL, 15 s).
+fn binary_node(redis: &RedisServer, id: &str) -> util::Binary {
+    util::Binary::start(&["--cluster", &redis.url, "--node-id", id])
+}
+
+/// Reads `c` to its end on a thread of its own (so a shutdown is not held up by a
+/// client that does not read), returning what it got.
+fn read_to_close_aside(mut c: Client) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || c.read_to_close())
+}
+
+/// SIGTERM: the node's names are free on the others as soon as it has exited, not a
+/// TTL (15 s) later. (Held.)
+#[test]
+fn a_node_stopped_by_sigterm_frees_its_names_at_once() {
+    let redis = RedisServer::start();
+    let mut doomed = binary_node(&redis, "doomed");
+    let b = node(&redis, "b");
+    let keeper = member(doomed.addr, "keeper");
+    let mut other = member(b.addr, "other");
+    other.send_line("JOIN:keeper");
+    other.expect_line("ERROR:name keeper is taken\n");
+    let keeper = read_to_close_aside(keeper);
+    doomed.signal(libc::SIGTERM);
+    assert!(doomed.wait(Duration::from_secs(5)).success());
+    let said = keeper.join().unwrap();
+    assert!(String::from_utf8_lossy(&said).contains("shutting down"));
+    other.expect_line("LEAVE:keeper\n");
+    other.send_line("JOIN:keeper");
+    other.expect_line("SERVER:other is now known as keeper\n");
+}
+
+/// SIGTERM while Redis hangs (stopped, its connections open): the node still exits
+/// within a few seconds. (Held.)
+#[test]
+fn a_node_exits_promptly_on_sigterm_while_redis_hangs() {
+    let redis = RedisServer::start();
+    let mut doomed = binary_node(&redis, "doomed");
+    let members: Vec<Client> = (0..5)
+        .map(|i| member(doomed.addr, &format!("m{i}")))
+        .collect();
+    redis.pause();
+    let readers: Vec<_> = members.into_iter().map(read_to_close_aside).collect();
+    let asked = Instant::now();
+    doomed.signal(libc::SIGTERM);
+    assert!(doomed.wait(Duration::from_secs(10)).success());
+    let took = asked.elapsed();
+    redis.resume();
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+}
+
+/// A node restarted under the same `--node-id` is a new instance: the names of the
+/// killed one are free at once, not a TTL later. (Held.)
+#[test]
+fn a_node_restarted_under_its_node_id_frees_the_names_of_its_past_life() {
+    let redis = RedisServer::start();
+    let mut first = binary_node(&redis, "same");
+    let b = node(&redis, "b");
+    let mut keeper = member(first.addr, "keeper");
+    let mut other = member(b.addr, "other");
+    first.signal(libc::SIGKILL);
+    first.wait(Duration::from_secs(5));
+    keeper.read_to_close();
+    let second = binary_node(&redis, "same");
+    let _newcomer = member(second.addr, "newcomer");
+    other.expect_line("JOIN:newcomer\n");
+    other.send_line("JOIN:keeper");
+    other.expect_line("SERVER:other is now known as keeper\n");
+}
+
+/// While Redis hangs, chat on a node goes on at once, and a connection waiting for
+/// Redis (a new name, `WHO:`) is answered by the node alone within the command
+/// timeout; once Redis is back the nodes join up again. (Held.)
+#[test]
+fn while_redis_hangs_a_node_serves_its_own_without_stalling() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = member(a.addr, "alice");
+    let mut amy = member(a.addr, "amy");
+    alice.expect_line("JOIN:amy\n");
+    let mut bob = member(b.addr, "bob");
+    alice.expect_line("JOIN:bob\n");
+    amy.expect_line("JOIN:bob\n");
+    redis.pause();
+    let mut zed = Client::connect(a.addr);
+    let asked = Instant::now();
+    zed.send_line("JOIN:zed");
+    // Local chat does not wait for Redis meanwhile.
+    for i in 0..5 {
+        alice.send_line(&format!("SAY:local {i}"));
+        let line = amy.read_line_within(Duration::from_millis(500));
+        assert_eq!(line.as_deref(), Some(&*format!("SAY:alice:local {i}\n")));
+    }
+    zed.expect_line("SERVER:you are zed in #lobby\n");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    for c in [&mut alice, &mut amy] {
+        c.expect_line("JOIN:zed\n");
+    }
+    zed.send_line("WHO:");
+    zed.expect_line("SERVER:#lobby (3): alice amy zed\n");
+    redis.resume();
+    until_who(
+        &mut zed,
+        "SERVER:#lobby (4): alice amy bob zed\n",
+        Duration::from_secs(15),
+    );
+    bob.send_line("SAY:back");
+    zed.expect_line("SAY:bob:back\n");
+}
+
+/// Text that looks like the backplane's netstrings, colons, non-ASCII and lines at
+/// the limit cross nodes byte for byte, in rooms and in private. (Held.)
+#[test]
+fn text_that_looks_like_frames_crosses_nodes_unchanged() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = member(a.addr, "alice");
+    let mut bob = member(b.addr, "bob");
+    alice.expect_line("JOIN:bob\n");
+    let texts = [
+        "3:n/1,4:room,2:#r,4:join,3:bob,".to_string(),
+        "0:,".to_string(),
+        "1:x,4:wake,".to_string(),
+        "a:b:c::".to_string(),
+        "ünïcödé 😀 ,:,".to_string(),
+        "x".repeat(4096 - "MSG:BOB:\n".len()),
+    ];
+    for t in &texts {
+        alice.send_line(&format!("SAY::{t}"));
+        assert_eq!(bob.read_line(), format!("SAY:alice:{t}\n"));
+        alice.send_line(&format!("MSG:BOB:{t}"));
+        assert_eq!(bob.read_line(), format!("MSG:alice:{t}\n"));
+    }
+}
+
+/// A member hopping in and out of a room while another node talks there gets what
+/// it gets in order and never twice. (Held.)
+#[test]
+fn hopping_between_rooms_while_another_node_talks_neither_repeats_nor_reorders() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = member(a.addr, "alice");
+    let mut bob = member(b.addr, "bob");
+    alice.expect_line("JOIN:bob\n");
+    const N: usize = 3000;
+    let mut flood = Vec::new();
+    for i in 0..N {
+        flood.extend_from_slice(format!("SAY:m{i}\n").as_bytes());
+    }
+    let sender = std::thread::spawn(move || {
+        bob.send(&flood);
+        bob
+    });
+    let mut last: Option<usize> = None;
+    for hop in 0..60 {
+        alice.send_line(if hop % 2 == 0 {
+            "JOIN:#side"
+        } else {
+            "JOIN:#lobby"
+        });
+        let line = alice.read_line();
+        if let Some(i) = line.trim_end().strip_prefix("SAY:bob:m") {
+            let i: usize = i.parse().unwrap();
+            assert!(last.is_none_or(|l| i > l), "m{i} after m{last:?}");
+            last = Some(i);
+        }
+    }
+    // Back in the lobby for good (the answer to `WHO:` says the node hears it): the
+    // rest comes in order, then what bob says now.
+    alice.send_line("WHO:");
+    let mut bob = sender.join().unwrap();
+    let mut answered = false;
+    loop {
+        let line = alice.read_line();
+        if line.starts_with("SERVER:#lobby (2)") && !answered {
+            answered = true;
+            bob.send_line("SAY:after");
+        } else if line == "SAY:bob:after\n" {
+            assert!(answered);
+            break;
+        } else if let Some(i) = line.trim_end().strip_prefix("SAY:bob:m") {
+            let i: usize = i.parse().unwrap();
+            assert!(last.is_none_or(|l| i > l), "m{i} after m{last:?}");
+            last = Some(i);
+        }
+    }
+}
+
+/// A ban made on one node holds on a node started while it is in force, and ends
+/// there on time too. (Held.)
+#[test]
+fn a_node_started_during_a_ban_refuses_the_address_until_it_ends() {
+    let redis = RedisServer::start();
+    let a = node_with(&redis, "a", |c| {
+        c.rate = 1.0;
+        c.burst = 3.0;
+        c.max_strikes = 1;
+        c.ban_time = Duration::from_secs(2);
+    });
+    let ip: std::net::IpAddr = "127.0.0.31".parse().unwrap();
+    let mut flooder = Client::connect_named_from(a.addr, ip, "flooder");
+    for i in 0..10 {
+        flooder.send_line(&format!("SAY:{i}"));
+    }
+    let said = flooder.read_to_close();
+    assert!(
+        String::from_utf8_lossy(&said).contains("ERROR:banned for 2 seconds"),
+        "{}",
+        util::show(&said)
+    );
+    let c = node(&redis, "c");
+    let mut refused = Client::connect_raw_from(c.addr, ip);
+    assert!(refused.read_line().starts_with("ERROR:banned for "));
+    poll(
+        "the ban ends on the late node",
+        Duration::from_secs(6),
+        || Client::connect_raw_from(c.addr, ip).read_line() == util::GREETING,
+    );
+}
