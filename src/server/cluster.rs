@@ -79,6 +79,9 @@ pub(super) struct Cluster {
     /// can be lost (Redis unreachable, a full inbox): the block is asked for again as
     /// soon as Redis is back, or after [`WAIT`].
     guests_asked: Option<Instant>,
+    /// The loop's own inbox, for an answer the backplane cannot give: a private
+    /// message its full queue refused.
+    inbox: Option<super::inbox::InboxSender>,
 }
 
 impl Cluster {
@@ -96,6 +99,7 @@ impl Cluster {
             .node_id
             .clone()
             .unwrap_or_else(crate::cluster::default_node_id);
+        let own = inbox.clone();
         let (backplane, startup) = Backplane::start(
             ClusterConfig {
                 url: url.clone(),
@@ -111,6 +115,7 @@ impl Cluster {
         Ok((
             Cluster {
                 backplane: Some(backplane),
+                inbox: Some(own),
                 next_tag: 1,
                 ..Cluster::default()
             },
@@ -123,9 +128,12 @@ impl Cluster {
         self.backplane.is_some()
     }
 
-    fn send(&mut self, request: Request) {
-        if let Some(backplane) = &mut self.backplane {
-            backplane.send(request);
+    /// Queues `request`; false if the backplane's queue refused it (or there is
+    /// none).
+    fn send(&mut self, request: Request) -> bool {
+        match &mut self.backplane {
+            Some(backplane) => backplane.send(request),
+            None => false,
         }
     }
 
@@ -198,12 +206,20 @@ impl Cluster {
         if !self.is_on() {
             return false;
         }
-        self.send(Request::Route {
+        let queued = self.send(Request::Route {
             to: to.into(),
             from: from.into(),
             text: text.into(),
             reply,
         });
+        if !queued && let Some(inbox) = &self.inbox {
+            // Refused by a full queue: the sender is told, as when Redis is away.
+            let _ = inbox.send(LoopMsg::Cluster(ClusterEvent::Unrouted {
+                reply,
+                to: to.into(),
+                reachable: false,
+            }));
+        }
         true
     }
 
