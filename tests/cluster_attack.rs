@@ -708,3 +708,65 @@ fn a_node_started_during_a_ban_refuses_the_address_until_it_ends() {
         || Client::connect_raw_from(c.addr, ip).read_line() == util::GREETING,
     );
 }
+
+/// Redis stops serving node a's claims (`breaks` it), then serves it again (`mends`).
+/// Meanwhile a guest must not be renamed over and over, a new name must not be
+/// refused as taken; once Redis serves the node again its names are held there.
+fn claims_fail_without_storms_or_refusals(breaks: &[&str], mends: Option<&[&str]>) {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut alice = member(a.addr, "alice");
+    let mut bob = member(b.addr, "bob");
+    alice.expect_line("JOIN:bob\n");
+    redis.cli(breaks);
+    let mut guest = Client::connect(a.addr);
+    guest.send_line("SAY:hi");
+    let line = guest.expect_prefix("SERVER:you are guest");
+    let name = line["SERVER:you are ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    guest.send_line("WHO:");
+    let answer = guest.read_line();
+    assert!(answer.starts_with("SERVER:#lobby"), "{answer:?}");
+    let mut carl = Client::connect(a.addr);
+    carl.send_line("JOIN:carl");
+    carl.expect_line("SERVER:you are carl in #lobby\n");
+    if let Some(mends) = mends {
+        redis.cli(mends);
+    }
+    // Node a serves the cluster again (its `WHO:` lists bob), its names held in Redis.
+    let mut names = ["alice", "bob", "carl", name.as_str()];
+    names.sort();
+    until_who(
+        &mut alice,
+        &format!("SERVER:#lobby (4): {}\n", names.join(" ")),
+        Duration::from_secs(15),
+    );
+    for taken in ["carl", name.as_str()] {
+        bob.send_line(&format!("JOIN:{taken}"));
+        loop {
+            let line = bob.read_line();
+            if !line.starts_with("JOIN:") && !line.starts_with("SAY:") {
+                assert_eq!(line, format!("ERROR:name {taken} is taken\n"));
+                break;
+            }
+        }
+    }
+}
+
+/// `SCRIPT FLUSH`: Redis forgets the node's scripts.
+#[test]
+fn a_redis_that_forgot_the_scripts_neither_storms_renames_nor_refuses_names() {
+    claims_fail_without_storms_or_refusals(&["SCRIPT", "FLUSH"], None);
+}
+
+/// A failover leaves the node on a read-only replica, promoted again later.
+#[test]
+fn a_read_only_redis_neither_storms_renames_nor_refuses_names() {
+    claims_fail_without_storms_or_refusals(
+        &["REPLICAOF", "127.0.0.1", "1"],
+        Some(&["REPLICAOF", "NO", "ONE"]),
+    );
+}

@@ -742,7 +742,16 @@ impl Link {
         let pipe = std::mem::replace(&mut self.pipe, redis::pipe());
         let values = match &mut self.con {
             Some(con) => match pipe.clone().ignore_errors().query::<Vec<Value>>(con) {
-                Ok(values) => Some(values),
+                Ok(values) => match values.iter().find_map(unavailable) {
+                    // Redis answered, but cannot serve this node now (it forgot the
+                    // scripts, or refuses writes): as if unreachable. Reconnecting
+                    // loads the scripts again and re-establishes what the node holds.
+                    Some(e) => {
+                        self.went_down(&e);
+                        None
+                    }
+                    None => Some(values),
+                },
                 Err(e) => {
                     self.went_down(&e);
                     None
@@ -1108,6 +1117,21 @@ impl Link {
             debug!("cluster: leaving: {e}");
         }
     }
+}
+
+/// The error of an answer that says Redis cannot serve this node for now, rather
+/// than answering the command: its scripts are gone (`SCRIPT FLUSH`), or it refuses
+/// writes (a read-only replica, out of memory, a failing disk, loading, a script
+/// running too long).
+fn unavailable(v: &Value) -> Option<redis::RedisError> {
+    let Value::ServerError(e) = v else {
+        return None;
+    };
+    matches!(
+        e.code(),
+        "NOSCRIPT" | "READONLY" | "OOM" | "MISCONF" | "LOADING" | "BUSY" | "MASTERDOWN"
+    )
+    .then(|| e.clone().into())
 }
 
 /// A claim script's answer: whether it was won, and the live node it was taken from.
