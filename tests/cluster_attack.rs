@@ -578,9 +578,10 @@ fn while_redis_hangs_a_node_serves_its_own_without_stalling() {
         let line = amy.read_line_within(Duration::from_millis(500));
         assert_eq!(line.as_deref(), Some(&*format!("SAY:alice:local {i}\n")));
     }
+    // Within the node's own wait for Redis (5 s), whatever its link is doing.
     zed.expect_line("SERVER:you are zed in #lobby\n");
     assert!(
-        asked.elapsed() < Duration::from_secs(4),
+        asked.elapsed() < Duration::from_secs(6),
         "{:?}",
         asked.elapsed()
     );
