@@ -771,3 +771,45 @@ fn a_read_only_redis_neither_storms_renames_nor_refuses_names() {
         Some(&["REPLICAOF", "NO", "ONE"]),
     );
 }
+
+/// Redis restarts empty (no persistence): its guest counter starts again at 0. Guest
+/// numbers must stay unique across the cluster: a block handed out afterwards must
+/// not overlap the blocks the running nodes still use.
+#[test]
+fn guest_numbers_stay_unique_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut watcher = member(a.addr, "watcher");
+    let _bob = member(b.addr, "bob");
+    watcher.expect_line("JOIN:bob\n");
+    // Node a's first block starts at guest1.
+    let mut guest = Client::connect(a.addr);
+    guest.send_line("SAY:hi");
+    guest.expect_line("SERVER:you are guest1 in #lobby\n");
+    redis.kill();
+    redis.restart();
+    // Both nodes are back once a's `WHO:` comes from Redis again.
+    until_who(
+        &mut watcher,
+        "SERVER:#lobby (3): bob guest1 watcher\n",
+        Duration::from_secs(15),
+    );
+    let mut bob2 = member(b.addr, "bob2");
+    until_who(
+        &mut bob2,
+        "SERVER:#lobby (4): bob bob2 guest1 watcher\n",
+        Duration::from_secs(15),
+    );
+    // A node started now takes a block past those of a and b.
+    let c = node(&redis, "c");
+    let mut late = Client::connect(c.addr);
+    late.send_line("SAY:hi");
+    let line = late.expect_prefix("SERVER:you are guest");
+    let n: u64 = line["SERVER:you are guest".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 2000, "{line:?}: a number of a block still in use");
+}

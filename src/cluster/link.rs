@@ -97,6 +97,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
+/// KEYS[1] = the guest counter; ARGV[1] = a number. Raises the counter to it (a Redis
+/// back empty counts again from 0, under numbers the nodes still use).
+const LUA_AT_LEAST: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#;
+
 /// KEYS[1] = name key; ARGV[1] = the frame. Publishes it to the node holding the name;
 /// returns 0 if no live node does.
 const LUA_ROUTE: &str = r#"
@@ -259,6 +267,8 @@ pub(super) struct Link {
     /// [`Link::restore`], for a Redis that comes back with its data.
     unapplied_releases: HashSet<String>,
     unapplied_leaves: HashSet<(String, String)>,
+    /// The last guest number of the highest block this node was given.
+    guests_top: u64,
 }
 
 impl Link {
@@ -298,9 +308,11 @@ impl Link {
             resync_asked: false,
             unapplied_releases: HashSet::new(),
             unapplied_leaves: HashSet::new(),
+            guests_top: 0,
         };
         let mut con = link.open().map_err(unreachable)?;
         let startup = link.read_startup(&mut con).map_err(unreachable)?;
+        link.guests_top = startup.guests.end.saturating_sub(1);
         link.con = Some(con);
         link.heartbeat(now);
         if link.con.is_none() {
@@ -845,6 +857,7 @@ impl Link {
                 if let Some(Value::Int(end)) = value
                     && let Ok(end) = u64::try_from(end)
                 {
+                    self.guests_top = self.guests_top.max(end);
                     (self.deliver)(Event::Guests(end.saturating_sub(GUEST_BLOCK) + 1..end + 1));
                 }
             }
@@ -992,8 +1005,9 @@ impl Link {
     }
 
     /// Gives up in Redis what this node's members gave up while it could not (a
-    /// Redis back with its data still has it), claims again every name they hold, and
-    /// writes their presence back. Returns how many names were kept and which were
+    /// Redis back with its data still has it), keeps the guest counter past this
+    /// node's blocks (a Redis back empty starts it again), claims again every name
+    /// they hold, and writes their presence back. Returns how many names were kept and which were
     /// lost.
     fn restore(&mut self, con: &mut Connection) -> redis::RedisResult<(usize, Vec<String>)> {
         let ttl_ms = self.config.ttl.as_millis().max(1) as u64;
@@ -1022,6 +1036,12 @@ impl Link {
         }
         // Rewritten whole below, without the rooms left meanwhile.
         pipe.cmd("DEL").arg(keys::rooms(&self.instance));
+        // No block handed out from now on overlaps this node's.
+        pipe.cmd("EVAL")
+            .arg(LUA_AT_LEAST)
+            .arg(1)
+            .arg(keys::GUESTS)
+            .arg(self.guests_top);
         pipe.query::<()>(con)?;
         self.unapplied_releases.clear();
         self.unapplied_leaves.clear();
