@@ -680,7 +680,7 @@ fn a_node_started_during_a_ban_refuses_the_address_until_it_ends() {
         c.rate = 1.0;
         c.burst = 3.0;
         c.max_strikes = 1;
-        c.ban_time = Duration::from_secs(2);
+        c.ban_time = Duration::from_secs(3);
     });
     let ip: std::net::IpAddr = "127.0.0.31".parse().unwrap();
     let mut flooder = Client::connect_named_from(a.addr, ip, "flooder");
@@ -689,10 +689,14 @@ fn a_node_started_during_a_ban_refuses_the_address_until_it_ends() {
     }
     let said = flooder.read_to_close();
     assert!(
-        String::from_utf8_lossy(&said).contains("ERROR:banned for 2 seconds"),
+        String::from_utf8_lossy(&said).contains("ERROR:banned for 3 seconds"),
         "{}",
         util::show(&said)
     );
+    // The ban is in Redis once node a's queue has carried it there.
+    poll("the ban reaches Redis", Duration::from_secs(5), || {
+        redis.cli(&["EXISTS", "loopchat:ban:127.0.0.31"]) == "1"
+    });
     let c = node(&redis, "c");
     let mut refused = Client::connect_raw_from(c.addr, ip);
     assert!(refused.read_line().starts_with("ERROR:banned for "));
