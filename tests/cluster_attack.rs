@@ -813,3 +813,64 @@ fn guest_numbers_stay_unique_after_redis_restarts_empty() {
         .unwrap();
     assert!(n > 2000, "{line:?}: a number of a block still in use");
 }
+
+/// Reads lines until one starts with `prefix`, passing over presence (`JOIN:`,
+/// `LEAVE:`); returns it.
+#[track_caller]
+fn past_presence(c: &mut Client, prefix: &str) -> String {
+    loop {
+        let line = c.read_line();
+        if line.starts_with(prefix) {
+            return line;
+        }
+        assert!(
+            line.starts_with("JOIN:") || line.starts_with("LEAVE:"),
+            "{line:?} before {prefix:?}"
+        );
+    }
+}
+
+/// The subscriber's connection is cut (a proxy, `CLIENT KILL`) and comes back just as
+/// a member enters a room: the node must hear that room at once, not after its next
+/// heartbeat (a third of the TTL), losing what is said there until then. The two
+/// meet in a window of a few round trips, so the test tries a few times.
+#[test]
+fn a_room_entered_while_the_subscriber_reconnects_is_heard() {
+    let redis = RedisServer::start();
+    // A heartbeat so rare that it cannot help within the test.
+    let long_ttl = |c: &mut loopchat::ServerConfig| c.cluster_ttl = Duration::from_secs(600);
+    let (a, b) = (
+        node_with(&redis, "a", long_ttl),
+        node_with(&redis, "b", long_ttl),
+    );
+    let mut alice = member(a.addr, "alice");
+    let mut bob = member(b.addr, "bob");
+    for round in 0..3 {
+        alice.send_line(&format!("JOIN:#r{round}"));
+        past_presence(&mut alice, "SERVER:you are now in");
+        alice.send_line("WHO:");
+        past_presence(&mut alice, "SERVER:#");
+        // The subscribers lose their connection and reconnect while Redis holds
+        // every command for a moment: bob's entry and b's resubscription meet.
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        redis.cli(&["CLIENT", "PAUSE", "300", "ALL"]);
+        bob.send_line(&format!("JOIN:#r{round}"));
+        past_presence(&mut bob, "SERVER:you are now in");
+        let deadline = Instant::now() + Duration::from_secs(4);
+        'heard: for i in 0.. {
+            alice.send_line(&format!("SAY:ping{i}"));
+            while let Some(line) = bob.read_line_within(Duration::from_millis(100)) {
+                if line.starts_with("SAY:alice:ping") {
+                    break 'heard;
+                }
+                assert!(line.starts_with("LEAVE:alice"), "{line:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: node b does not hear #r{round}"
+            );
+        }
+        // What is left of the pings.
+        while bob.read_line_within(Duration::from_millis(100)).is_some() {}
+    }
+}
