@@ -100,7 +100,9 @@ pub trait Outbox {
         let _ = room;
     }
 
-    /// `name` entered `room` (before the room is told), for a cluster's presence.
+    /// `name` entered `room` (before the room is told), for a cluster's presence. A
+    /// rename is `joined` with the new name, then `left` with the old one (only
+    /// `joined` when just the case changes).
     fn joined(&mut self, room: &str, name: &str) {
         let _ = (room, name);
     }
@@ -325,6 +327,15 @@ impl Hub {
         fold(name, &mut buf).and_then(|k| self.names.get(k).copied())
     }
 
+    /// Every named connection's name, with the room it is in (as created): what a
+    /// cluster's backplane must hold for this server.
+    pub fn presence(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.members.iter().flatten().filter_map(|m| {
+            let room = m.room.map(|(room, _)| &*self.rooms[room].name);
+            Some((m.name.as_deref()?, room))
+        })
+    }
+
     /// Whether `id` is logged in as an operator.
     pub fn is_admin(&self, id: ConnId) -> bool {
         self.member(id).is_some_and(|m| m.admin)
@@ -490,8 +501,13 @@ impl Hub {
                 };
                 match room {
                     Some((room, _)) => {
-                        out.left(&self.rooms[room].name, &old);
+                        // The new name is in the room before the old one leaves it (a
+                        // new spelling of the same name replaces it): a cluster never
+                        // sees the room empty here and never stops hearing it.
                         out.joined(&self.rooms[room].name, name);
+                        if !old.eq_ignore_ascii_case(name) {
+                            out.left(&self.rooms[room].name, &old);
+                        }
                         let text = notice.to_string();
                         out.to_room(self.rooms[room].audience(), None, Event::Server(&text))
                     }

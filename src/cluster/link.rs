@@ -12,8 +12,8 @@
 //! they give are written out next to each other, in the builder style of the `redis`
 //! crate, which takes a line per argument. The Lua scripts are in `scripts`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use redis::{Connection, Pipeline, Value};
 
-use super::scripts::{LUA_DEL_IF_EQUAL, Scripts};
+use super::scripts::{LUA_AT_LEAST, LUA_DEL_IF_EQUAL, Scripts};
 use super::subscriber::SubCtl;
 use super::wire::{self, Frame, LostWhy};
 use super::{
@@ -35,6 +35,11 @@ const MAX_BATCH: usize = 512;
 
 /// How long a connection, a command or the subscriber's acknowledgement may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Releases and room leaves kept (each) for Redis's return: a long outage with much
+/// coming and going holds at most this many; past it a few may linger in Redis for a
+/// node that no longer holds them (until it stops).
+const UNAPPLIED_MAX: usize = 65_536;
 
 /// First and longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -105,8 +110,23 @@ pub(super) struct Link {
     next_heartbeat: Instant,
     /// Warned that another process runs under this node id.
     warned_twin: bool,
+    /// A heartbeat has set the alive key (after that, finding it gone means it lapsed).
+    beat_once: bool,
     pipe: Pipeline,
     pending: Vec<Pending>,
+    /// Requests the loop's queue had refused when a resync was last asked for.
+    dropped_seen: u64,
+    /// A resync was asked for and not received yet (asked again at each heartbeat:
+    /// the loop's inbox may have dropped the question).
+    resync_asked: bool,
+    /// Names released (folded) and members gone from rooms (folded room and name)
+    /// since Redis last answered a pipeline: one that failed, or was never sent while
+    /// Redis was unreachable, may not have been applied. Applied again by
+    /// [`Link::restore`], for a Redis that comes back with its data.
+    unapplied_releases: HashSet<String>,
+    unapplied_leaves: HashSet<(String, String)>,
+    /// The last guest number of the highest block this node was given.
+    guests_top: u64,
 }
 
 impl Link {
@@ -139,11 +159,18 @@ impl Link {
             next_try: now,
             next_heartbeat: now,
             warned_twin: false,
+            beat_once: false,
             pipe: redis::pipe(),
             pending: Vec::new(),
+            dropped_seen: 0,
+            resync_asked: false,
+            unapplied_releases: HashSet::new(),
+            unapplied_leaves: HashSet::new(),
+            guests_top: 0,
         };
         let mut con = link.open().map_err(unreachable)?;
         let startup = link.read_startup(&mut con).map_err(unreachable)?;
+        link.guests_top = startup.guests.end.saturating_sub(1);
         link.con = Some(con);
         link.heartbeat(now);
         if link.con.is_none() {
@@ -237,10 +264,13 @@ impl Link {
             if stop.load(Ordering::Acquire) && batch.is_empty() {
                 break;
             }
+            // Fewer than a full batch: the queue was empty when it was taken.
+            let drained = batch.len() < MAX_BATCH;
             for request in batch.drain(..) {
                 self.serve(request);
             }
             self.execute();
+            self.ask_resync(drained);
             let now = Instant::now();
             if self.con.is_some() {
                 if now >= self.next_heartbeat {
@@ -270,19 +300,7 @@ impl Link {
             Request::Joined { room, name } => self.joined(room, name),
             Request::Left { room, name } => self.left(&room, &name),
             Request::Claim { tag, name, mode } => self.claim(tag, name, mode),
-            Request::Release { name } => {
-                let key = fold(&name);
-                self.names.remove(&key);
-                self.pipe.add_command(
-                    redis::cmd("EVALSHA")
-                        .arg(self.scripts.release.get_hash())
-                        .arg(1)
-                        .arg(keys::name(&key))
-                        .arg(&*self.instance)
-                        .clone(),
-                );
-                self.pending.push(Pending::None);
-            }
+            Request::Release { name } => self.release(&name),
             Request::Route {
                 to,
                 from,
@@ -345,6 +363,88 @@ impl Link {
                 self.pipe.cmd("INCRBY").arg(keys::GUESTS).arg(GUEST_BLOCK);
                 self.pending.push(Pending::Guests);
             }
+            Request::Resync { names, members } => self.resync(names, members),
+        }
+    }
+
+    fn release(&mut self, name: &str) {
+        let key = fold(name);
+        self.names.remove(&key);
+        self.pipe.add_command(self.release_command(&key));
+        self.pending.push(Pending::None);
+        if self.unapplied_releases.len() < UNAPPLIED_MAX {
+            self.unapplied_releases.insert(key);
+        }
+    }
+
+    fn release_command(&self, folded: &str) -> redis::Cmd {
+        redis::cmd("EVALSHA")
+            .arg(self.scripts.release.get_hash())
+            .arg(1)
+            .arg(keys::name(folded))
+            .arg(&*self.instance)
+            .clone()
+    }
+
+    /// Asks the loop for everything it holds when it refused requests since the last
+    /// ask, once the queue has been drained (so the answer finds room).
+    fn ask_resync(&mut self, drained: bool) {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if drained && dropped != self.dropped_seen {
+            self.dropped_seen = dropped;
+            self.resync_asked = true;
+            (self.deliver)(Event::Resync);
+        }
+    }
+
+    /// Makes the mirror (and so Redis and the subscriptions) match what the loop
+    /// holds: names it lacks are claimed (a loss is reported like any other), names
+    /// nobody holds any more are released; members are entered into their rooms
+    /// before stale ones leave, so no room is seen empty on the way.
+    fn resync(&mut self, names: Vec<String>, members: Vec<(String, String)>) {
+        self.resync_asked = false;
+        let held: HashMap<String, String> = names.into_iter().map(|n| (fold(&n), n)).collect();
+        let released: Vec<String> = self
+            .names
+            .iter()
+            .filter(|(key, _)| !held.contains_key(*key))
+            .map(|(_, (shown, _))| shown.clone())
+            .collect();
+        for name in released {
+            self.release(&name);
+        }
+        for (key, name) in held {
+            if !self.names.contains_key(&key) {
+                self.claim(0, name, ClaimMode::New);
+            }
+        }
+        let mut present = HashSet::new();
+        for (room, name) in members {
+            let (folded_room, folded) = (fold(&room), fold(&name));
+            let known = self
+                .rooms
+                .get(&folded_room)
+                .and_then(|r| r.members.get(&folded))
+                .is_some_and(|shown| *shown == name);
+            present.insert((folded_room, folded));
+            if !known {
+                self.joined(room, name);
+            }
+        }
+        let stale: Vec<(String, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(folded_room, room)| {
+                room.members
+                    .iter()
+                    .filter(|(folded, _)| {
+                        !present.contains(&(folded_room.clone(), (*folded).clone()))
+                    })
+                    .map(|(_, name)| (room.shown.clone(), name.clone()))
+            })
+            .collect();
+        for (room, name) in stale {
+            self.left(&room, &name);
         }
     }
 
@@ -430,6 +530,10 @@ impl Link {
         let forget = self.forget_command(&folded_room, name);
         self.pipe.add_command(forget);
         self.pending.push(Pending::None);
+        if self.unapplied_leaves.len() < UNAPPLIED_MAX {
+            self.unapplied_leaves
+                .insert((folded_room.clone(), fold(name)));
+        }
         if count == 0 {
             self.rooms.remove(&folded_room);
             self.pipe
@@ -508,7 +612,16 @@ impl Link {
         let pipe = std::mem::replace(&mut self.pipe, redis::pipe());
         let values = match &mut self.con {
             Some(con) => match pipe.clone().ignore_errors().query::<Vec<Value>>(con) {
-                Ok(values) => Some(values),
+                Ok(values) => match values.iter().find_map(unavailable) {
+                    // Redis answered, but cannot serve this node now (it forgot the
+                    // scripts, or refuses writes): as if unreachable. Reconnecting
+                    // loads the scripts again and re-establishes what the node holds.
+                    Some(e) => {
+                        self.went_down(&e);
+                        None
+                    }
+                    None => Some(values),
+                },
                 Err(e) => {
                     self.went_down(&e);
                     None
@@ -518,6 +631,8 @@ impl Link {
         };
         match values {
             Some(values) => {
+                self.unapplied_releases.clear();
+                self.unapplied_leaves.clear();
                 for (p, v) in pending.into_iter().zip(values) {
                     self.answer(p, Some(v));
                 }
@@ -600,6 +715,7 @@ impl Link {
                 if let Some(Value::Int(end)) = value
                     && let Ok(end) = u64::try_from(end)
                 {
+                    self.guests_top = self.guests_top.max(end);
                     (self.deliver)(Event::Guests(end.saturating_sub(GUEST_BLOCK) + 1..end + 1));
                 }
             }
@@ -613,6 +729,9 @@ impl Link {
     fn heartbeat(&mut self, now: Instant) {
         let ttl_ms = self.config.ttl.as_millis().max(1) as u64;
         self.next_heartbeat = now + self.config.ttl / 3;
+        if self.resync_asked {
+            (self.deliver)(Event::Resync);
+        }
         let payload = wire::encode(&self.instance, &Frame::Wake);
         let Some(con) = &mut self.con else {
             return;
@@ -634,17 +753,41 @@ impl Link {
             .arg(keys::node_channel(&self.instance))
             .arg(payload)
             .query(con);
+        let beat_before = std::mem::replace(&mut self.beat_once, true);
         match result {
-            Ok((previous, ..)) => {
-                if let Some(previous) = previous
-                    && previous != *self.instance
-                    && !self.warned_twin
-                {
+            Ok((None, ..)) if beat_before => self.lapsed(),
+            Ok((Some(previous), ..)) => {
+                if previous != *self.instance && !self.warned_twin {
                     warn!(
                         "cluster: another server ({previous}) runs under node id {:?}, or ran less than --cluster-ttl ago; give each server its own --node-id",
                         self.config.node_id
                     );
                     self.warned_twin = true;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.went_down(&e),
+        }
+    }
+
+    /// This node's alive key had lapsed (Redis stalled past the TTL, or evicted it):
+    /// the other nodes took the node for dead meanwhile, may have forgotten its
+    /// presence and claimed its names. They are all taken back, as after an outage.
+    fn lapsed(&mut self) {
+        warn!(
+            "cluster: this server was taken for dead (its alive key lapsed: Redis stalled past --cluster-ttl, or evicted it); claiming its names and presence back"
+        );
+        let Some(mut con) = self.con.take() else {
+            return;
+        };
+        match self.restore(&mut con) {
+            Ok((_, lost)) => {
+                self.con = Some(con);
+                for name in lost {
+                    (self.deliver)(Event::NameLost {
+                        name,
+                        why: LostWhy::Split,
+                    });
                 }
             }
             Err(e) => self.went_down(&e),
@@ -719,20 +862,47 @@ impl Link {
         }
     }
 
-    /// Claims again every name this node's members hold, and writes their presence
-    /// back. Returns how many names were kept and which were lost.
+    /// Gives up in Redis what this node's members gave up while it could not (a
+    /// Redis back with its data still has it), keeps the guest counter past this
+    /// node's blocks (a Redis back empty starts it again), claims again every name
+    /// they hold, and writes their presence back. Returns how many names were kept and which were
+    /// lost.
     fn restore(&mut self, con: &mut Connection) -> redis::RedisResult<(usize, Vec<String>)> {
         let ttl_ms = self.config.ttl.as_millis().max(1) as u64;
-        redis::pipe()
-            .cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(keys::alive(&self.config.node_id))
             .arg(&*self.instance)
             .arg("PX")
             .arg(ttl_ms)
             .cmd("SADD")
             .arg(keys::NODES)
-            .arg(&*self.instance)
-            .query::<()>(con)?;
+            .arg(&*self.instance);
+        for key in &self.unapplied_releases {
+            if !self.names.contains_key(key) {
+                pipe.add_command(self.release_command(key));
+            }
+        }
+        for (folded_room, folded) in &self.unapplied_leaves {
+            let here = self
+                .rooms
+                .get(folded_room)
+                .is_some_and(|r| r.members.contains_key(folded));
+            if !here {
+                pipe.add_command(self.forget_command(folded_room, folded));
+            }
+        }
+        // Rewritten whole below, without the rooms left meanwhile.
+        pipe.cmd("DEL").arg(keys::rooms(&self.instance));
+        // No block handed out from now on overlaps this node's.
+        pipe.cmd("EVAL")
+            .arg(LUA_AT_LEAST)
+            .arg(1)
+            .arg(keys::GUESTS)
+            .arg(self.guests_top);
+        pipe.query::<()>(con)?;
+        self.unapplied_releases.clear();
+        self.unapplied_leaves.clear();
         let names: Vec<(String, String, i64)> = self
             .names
             .iter()
@@ -825,6 +995,21 @@ impl Link {
             debug!("cluster: leaving: {e}");
         }
     }
+}
+
+/// The error of an answer that says Redis cannot serve this node for now, rather
+/// than answering the command: its scripts are gone (`SCRIPT FLUSH`), or it refuses
+/// writes (a read-only replica, out of memory, a failing disk, loading, a script
+/// running too long).
+fn unavailable(v: &Value) -> Option<redis::RedisError> {
+    let Value::ServerError(e) = v else {
+        return None;
+    };
+    matches!(
+        e.code(),
+        "NOSCRIPT" | "READONLY" | "OOM" | "MISCONF" | "LOADING" | "BUSY" | "MASTERDOWN"
+    )
+    .then(|| e.clone().into())
 }
 
 /// A claim script's answer: whether it was won, and the live node it was taken from.

@@ -2,9 +2,11 @@
 //!
 //! The loop never talks to Redis. It hands a [`Request`] to the [`Backplane`], whose
 //! queue is bounded and never blocks (a full queue is counted and logged once per
-//! episode), and hears back through the callback given at [`Backplane::start`] (the
-//! server forwards each [`Event`] into its inbox and wakes the loop). Two threads do
-//! the Redis I/O with the sync `redis` client:
+//! episode; once it has room again the link asks for the loop's whole state, so the
+//! names and rooms refused meanwhile are caught up: [`Event::Resync`]), and hears
+//! back through the callback given at [`Backplane::start`] (the server forwards each
+//! [`Event`] into its inbox and wakes the loop). Two threads do the Redis I/O with
+//! the sync `redis` client:
 //!
 //! - the **link** thread (`link`) takes the loop's requests in order, pipelines them
 //!   (one round trip per batch), runs the heartbeat, and reconnects with backoff and
@@ -211,6 +213,15 @@ pub enum Request {
     },
     /// A new block of guest numbers: [`Event::Guests`].
     Guests,
+    /// Everything this node holds now, asked for by [`Event::Resync`]: its names
+    /// (those being claimed too) and its members' rooms, `(room, name)`. The
+    /// backplane claims, releases, enters and leaves what it must to match.
+    Resync {
+        /// The names held.
+        names: Vec<String>,
+        /// `(room, name)` of every member in a room.
+        members: Vec<(String, String)>,
+    },
 }
 
 /// What the backplane tells the loop.
@@ -270,6 +281,10 @@ pub enum Event {
     Down,
     /// Redis is back; names, presence and subscriptions are re-established.
     Up,
+    /// Requests were refused while the queue was full (names claimed or released,
+    /// rooms entered or left, that Redis and the subscriptions never heard of): the
+    /// queue has room again, send a [`Request::Resync`].
+    Resync,
 }
 
 /// What a node learns from Redis at start, before it listens.

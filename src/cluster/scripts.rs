@@ -65,6 +65,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
+/// KEYS[1] = the guest counter; ARGV[1] = a number. Raises the counter to it (a Redis
+/// back empty counts again from 0, under numbers the nodes still use).
+pub(super) const LUA_AT_LEAST: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#;
+
 /// KEYS[1] = name key; ARGV[1] = the frame. Publishes it to the node holding the name;
 /// returns 0 if no live node does.
 const LUA_ROUTE: &str = r#"

@@ -82,6 +82,9 @@ impl Subscriber {
             let _ = self.ack.send(n);
         }
         self.up.store(true, Ordering::Release);
+        // A change the link sent after `take_ctl` but while `up` was still false came
+        // without a wake-up: applied now, not at the next heartbeat.
+        self.apply_ctl(&mut pubsub)?;
         *backoff = Duration::from_millis(100);
         loop {
             let msg = pubsub.get_message()?;

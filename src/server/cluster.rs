@@ -75,8 +75,13 @@ pub(super) struct Cluster {
     backplane: Option<Backplane>,
     waiting: HashMap<u64, Waiting>,
     next_tag: u64,
-    /// A block of guest numbers has been asked for and not received yet.
-    guests_asked: bool,
+    /// When a block of guest numbers was asked for, until it is received. An answer
+    /// can be lost (Redis unreachable, a full inbox): the block is asked for again as
+    /// soon as Redis is back, or after [`WAIT`].
+    guests_asked: Option<Instant>,
+    /// The loop's own inbox, for an answer the backplane cannot give: a private
+    /// message its full queue refused.
+    inbox: Option<super::inbox::InboxSender>,
 }
 
 impl Cluster {
@@ -109,6 +114,7 @@ impl Cluster {
         if let Err(e) = redis::Client::open(url.as_str()) {
             return Err(invalid(format!("--cluster {url}: {e}")));
         }
+        let own = inbox.clone();
         let (backplane, startup) = Backplane::start(
             ClusterConfig {
                 url: url.clone(),
@@ -125,6 +131,7 @@ impl Cluster {
         Ok((
             Cluster {
                 backplane: Some(backplane),
+                inbox: Some(own),
                 next_tag: 1,
                 ..Cluster::default()
             },
@@ -142,9 +149,12 @@ impl Cluster {
         self.backplane.is_some()
     }
 
-    fn send(&mut self, request: Request) {
-        if let Some(backplane) = &mut self.backplane {
-            backplane.send(request);
+    /// Queues `request`; false if the backplane's queue refused it (or there is
+    /// none).
+    fn send(&mut self, request: Request) -> bool {
+        match &mut self.backplane {
+            Some(backplane) => backplane.send(request),
+            None => false,
         }
     }
 
@@ -217,12 +227,20 @@ impl Cluster {
         if !self.is_on() {
             return false;
         }
-        self.send(Request::Route {
+        let queued = self.send(Request::Route {
             to: to.into(),
             from: from.into(),
             text: text.into(),
             reply,
         });
+        if !queued && let Some(inbox) = &self.inbox {
+            // Refused by a full queue: the sender is told, as when Redis is away.
+            let _ = inbox.send(LoopMsg::Cluster(ClusterEvent::Unrouted {
+                reply,
+                to: to.into(),
+                reachable: false,
+            }));
+        }
         true
     }
 
@@ -235,8 +253,11 @@ impl Cluster {
 
     /// Asks for a new block of guest numbers when the one in use runs low.
     pub(super) fn top_up_guests(&mut self, left: u64) {
-        if self.is_on() && !self.guests_asked && left < GUEST_BLOCK / 2 {
-            self.guests_asked = true;
+        if self.is_on()
+            && left < GUEST_BLOCK / 2
+            && self.guests_asked.is_none_or(|at| at.elapsed() >= WAIT)
+        {
+            self.guests_asked = Some(Instant::now());
             self.send(Request::Guests);
         }
     }
@@ -365,9 +386,12 @@ impl Server {
         };
         let id = waiting.id();
         let Some(conn) = self.conns.get_mut(id) else {
-            // Gone meanwhile: a name it won is nobody's.
-            if let (Waiting::Nick { name, .. } | Waiting::Login { name, .. }, Some(true)) =
-                (&waiting, won)
+            // Gone meanwhile: a name it won, or may yet win (Redis did not answer in
+            // time; the release follows the claim to Redis), is nobody's.
+            if let Waiting::Nick { name, .. }
+            | Waiting::Login { name, .. }
+            | Waiting::Register { name, .. } = &waiting
+                && won != Some(false)
                 && self.hub.owner(name).is_none()
             {
                 self.cluster.name_freed(name);
@@ -396,10 +420,20 @@ impl Server {
                     self.conns.notice(id, Notice::NameTaken(&name));
                 }
             }
-            Waiting::Login { name, .. } => self.log_in_now(id, &name, now),
+            Waiting::Login { name, .. } => {
+                self.log_in_now(id, &name, now);
+                // Closing meanwhile: the claim is let go.
+                if self.hub.owner(&name).is_none() {
+                    self.cluster.name_freed(&name);
+                }
+            }
             Waiting::Register { name, phc, .. } => {
                 if won {
                     self.finish_register_now(id, &name, phc);
+                    // Closing meanwhile, or refused: the claim is let go.
+                    if self.hub.owner(&name).is_none() {
+                        self.cluster.name_freed(&name);
+                    }
                 } else {
                     self.conns.notice(id, Notice::NameTaken(&name));
                 }
@@ -472,12 +506,44 @@ impl Server {
                 self.conns.notice(reply, notice);
             }
             ClusterEvent::Guests(block) => {
-                self.cluster.guests_asked = false;
+                self.cluster.guests_asked = None;
                 self.hub.set_guests(block);
             }
             ClusterEvent::Down => {}
-            ClusterEvent::Up => info!("cluster: serving the whole cluster again"),
+            ClusterEvent::Resync => self.cluster_resync(),
+            ClusterEvent::Up => {
+                info!("cluster: serving the whole cluster again");
+                // A block asked for while Redis was away was never answered.
+                self.cluster.guests_asked = None;
+            }
         }
+    }
+
+    /// Requests were refused while the backplane's queue was full: tells it
+    /// everything this server holds, for it to catch up (refused again, it asks again).
+    fn cluster_resync(&mut self) {
+        let mut names = Vec::new();
+        let mut members = Vec::new();
+        for (name, room) in self.hub.presence() {
+            names.push(name.to_string());
+            if let Some(room) = room {
+                members.push((room.to_string(), name.to_string()));
+            }
+        }
+        // Names being claimed for a waiting connection are held until answered.
+        for waiting in self.cluster.waiting.values() {
+            if let Waiting::Nick { name, .. }
+            | Waiting::Login { name, .. }
+            | Waiting::Register { name, .. } = waiting
+            {
+                names.push(name.to_string());
+            }
+        }
+        info!(
+            "cluster: requests were refused while the queue was full; catching up ({} names)",
+            names.len()
+        );
+        self.cluster.send(Request::Resync { names, members });
     }
 
     fn on_frame(&mut self, origin: String, frame: Frame, now: Instant) {
