@@ -2,10 +2,10 @@
 //!
 //! It checks the flags, handles Ctrl-C, and runs the benchmark `--repeat` times (with
 //! `--spawn-server` or `--spawn-cluster`, each run against fresh servers, so no run
-//! inherits another's memory or backlog), then prints one report (or, over several runs, the median and
-//! min–max of every figure) and writes `--json` and `--hgrm`. `plot` and `compare` are
-//! dispatched from here to their own modules. The runs themselves are
-//! [`run_bench`](super::run_bench)'s.
+//! inherits another's memory or backlog), then prints one report (or, over several
+//! runs, the median and min–max of every figure) and writes `--json` and `--hgrm`.
+//! `plot` and `compare` are dispatched from here to their own modules. The runs
+//! themselves are [`run_bench`](super::run_bench)'s.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -5,9 +5,9 @@
 //! the source addresses to the client's server address, complete the TLS handshake
 //! (with `--tls`) and the WebSocket upgrade (with `--ws`; both timed from the connect's
 //! start), join and wait for the server's answer, send paced messages, receive and
-//! classify deliveries, answer WebSocket pings and closes, notice closes. It does not own phase order or
-//! timing of the run as a whole, and never blocks: between phases it keeps reading, so
-//! the server never waits on the harness.
+//! classify deliveries, answer WebSocket pings and closes, notice closes. It does not
+//! own phase order or timing of the run as a whole, and never blocks: between phases
+//! it keeps reading, so the server never waits on the harness.
 //!
 //! This module is the loop and the client I/O: it polls, hands each phase's work to
 //! that phase's hooks ([`phases`]), reads and classifies lines, queues and flushes
