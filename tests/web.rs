@@ -333,3 +333,19 @@ fn a_browser_that_stops_reading_is_evicted_and_others_go_on() {
     }
     drop(stalled);
 }
+
+#[test]
+fn a_line_waiting_for_a_password_check_holds_the_next_message() {
+    let (_server, web) = start_web();
+    let mut ws = open(web, None).unwrap();
+    assert_eq!(text(&mut ws), GREETING.trim_end());
+    // Two messages in one write: the server's read takes both, and the second must
+    // wait until the first (hashed on another thread) is answered.
+    ws.write(Message::text("REGISTER:erin:correct horse"))
+        .unwrap();
+    ws.write(Message::text("JOIN:#after")).unwrap();
+    ws.flush().unwrap();
+    assert_eq!(text(&mut ws), "SERVER:logged in as erin");
+    assert_eq!(text(&mut ws), "SERVER:you are erin in #lobby");
+    assert_eq!(text(&mut ws), "SERVER:you are now in #after");
+}

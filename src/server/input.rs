@@ -64,6 +64,13 @@ impl Server {
             if conn.state() == State::Closed {
                 break false;
             }
+            // A line that waits for another thread's answer (a password check, a name
+            // claim) holds the rest: a transport that hands over one message per read
+            // (WebSocket) must not have its next line handled meanwhile. The answer
+            // puts the connection back on the ready list.
+            if conn.is_waiting() {
+                break false;
+            }
             let held = conn.take_unparsed();
             if !held.is_empty() {
                 if !self.handle_input(id, &held, &mut lines_left, now) {
