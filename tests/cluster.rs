@@ -10,47 +10,11 @@
 
 mod util;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use util::cluster::{heard, member, node, node_with, read_until};
 use util::redis::RedisServer;
-use util::{Binary, Client, GREETING, TestServer};
-
-/// A cluster node in-process, with the test defaults and a short TTL.
-fn node(redis: &RedisServer, id: &str) -> TestServer {
-    node_with(redis, id, |_| {})
-}
-
-fn node_with(
-    redis: &RedisServer,
-    id: &str,
-    tweak: impl FnOnce(&mut loopchat::ServerConfig),
-) -> TestServer {
-    let mut config = util::config();
-    config.cluster = Some(redis.url.clone());
-    config.node_id = Some(id.into());
-    config.cluster_ttl = Duration::from_secs(2);
-    tweak(&mut config);
-    util::start(config)
-}
-
-/// Connects and takes a name; returns once the node hears the lobby (see [`heard`]).
-#[track_caller]
-fn member(addr: SocketAddr, name: &str) -> Client {
-    let mut c = Client::connect(addr);
-    c.send_line(&format!("JOIN:{name}"));
-    c.expect_line(&format!("SERVER:you are {name} in #lobby\n"));
-    heard(&mut c);
-    c
-}
-
-/// Waits until `c`'s node hears `c`'s room: a `WHO:` answer comes after the room's
-/// subscription is confirmed. Returns the answer.
-#[track_caller]
-fn heard(c: &mut Client) -> String {
-    c.send_line("WHO:");
-    c.expect_prefix("SERVER:#")
-}
+use util::{Binary, Client, GREETING};
 
 /// [`heard`], passing over the presence lines that may come before the answer.
 #[track_caller]
@@ -63,22 +27,6 @@ fn heard_among_presence(c: &mut Client) {
         }
         assert!(line.starts_with("JOIN:"), "{line:?}");
     }
-}
-
-/// Reads lines until one equals `expected`, within `within`; the lines before it are
-/// returned (for messages that may cross a reconnection).
-#[track_caller]
-fn read_until(c: &mut Client, expected: &str, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut before = Vec::new();
-    while Instant::now() < deadline {
-        match c.read_line_within(Duration::from_millis(200)) {
-            Some(line) if line.trim_end() == expected => return before,
-            Some(line) => before.push(line),
-            None => {}
-        }
-    }
-    panic!("{expected:?} did not come within {within:?}; got {before:?}");
 }
 
 #[test]

@@ -11,44 +11,9 @@ mod util;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use util::Client;
+use util::cluster::{heard, member, node, node_with};
 use util::redis::RedisServer;
-use util::{Client, TestServer};
-
-/// A cluster node in-process, with the test defaults and a short TTL.
-fn node(redis: &RedisServer, id: &str) -> TestServer {
-    node_with(redis, id, |_| {})
-}
-
-fn node_with(
-    redis: &RedisServer,
-    id: &str,
-    tweak: impl FnOnce(&mut loopchat::ServerConfig),
-) -> TestServer {
-    let mut config = util::config();
-    config.cluster = Some(redis.url.clone());
-    config.node_id = Some(id.into());
-    config.cluster_ttl = Duration::from_secs(2);
-    tweak(&mut config);
-    util::start(config)
-}
-
-/// Connects and takes a name; returns once the node hears the lobby.
-#[track_caller]
-fn member(addr: SocketAddr, name: &str) -> Client {
-    let mut c = Client::connect(addr);
-    c.send_line(&format!("JOIN:{name}"));
-    c.expect_line(&format!("SERVER:you are {name} in #lobby\n"));
-    heard(&mut c);
-    c
-}
-
-/// Waits until `c`'s node hears `c`'s room: a `WHO:` answer comes after the room's
-/// subscription is confirmed. Returns the answer.
-#[track_caller]
-fn heard(c: &mut Client) -> String {
-    c.send_line("WHO:");
-    c.expect_prefix("SERVER:#")
-}
 
 /// Asks `WHO:` and returns the answer, passing over the rename notices before it.
 #[track_caller]

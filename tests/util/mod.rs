@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use loopchat::{Server, ServerConfig, ServerHandle};
 
+pub mod cluster;
 pub mod redis;
 
 /// How long any single read waits before the test fails: generous, because a slow CI
